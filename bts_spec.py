@@ -1,0 +1,81 @@
+"""Framework-neutral facts of the official BTS network, shared by `torch_ref` and `paddle_bts`.
+
+Numbers come from the official cleinc/bts PyTorch code (see shared/reference/official_bts_spec.md).
+Nothing here imports a deep-learning framework, so both mirrors and the converter can use it.
+"""
+from dataclasses import dataclass
+
+KITTI_FOCAL = 715.0873          # final_depth *= focal / KITTI_FOCAL when dataset == "kitti"
+DECODER_BN_MOMENTUM = 0.01      # torch convention: running = (1 - m) * running + m * batch
+DECODER_BN_EPS = 1.1e-5         # named decoder BNs and atrous `first_bn`
+ACONV_BN_EPS = 1e-5             # the BN inside `aconv_sequence` uses torch's default eps
+NORMALIZE_EPS = 1e-12           # F.normalize default in the plane-normal L2 normalisation
+INPUT_MULTIPLE = 32             # encoders downsample by 32; H and W must be multiples of it
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    family: str                 # "densenet" | "resnet" | "mobilenetv2"
+    channels: tuple             # channels of the five skip features, shallow to deep
+    official_params: int        # whole BtsModel parameter count (official README)
+
+
+ENCODER_FACTS = {
+    "densenet121_bts": EncoderFacts("densenet", (64, 64, 128, 256, 1024), 21_168_048),
+    "densenet161_bts": EncoderFacts("densenet", (96, 96, 192, 384, 2208), 47_000_688),
+    "resnet50_bts": EncoderFacts("resnet", (64, 256, 512, 1024, 2048), 49_530_968),
+    "resnet101_bts": EncoderFacts("resnet", (64, 256, 512, 1024, 2048), 68_523_096),
+    "resnext50_bts": EncoderFacts("resnet", (64, 256, 512, 1024, 2048), 49_002_840),
+    "resnext101_bts": EncoderFacts("resnet", (64, 256, 512, 1024, 2048), 112_765_272),
+    "mobilenetv2_bts": EncoderFacts("mobilenetv2", (16, 24, 32, 64, 1280), 16_338_992),
+}
+ENCODERS = list(ENCODER_FACTS)
+DATASETS = ("kitti", "nyu")
+
+
+def check_encoder(name):
+    if name not in ENCODER_FACTS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
+    return ENCODER_FACTS[name]
+
+
+def check_input_size(height, width):
+    if not all(isinstance(d, int) and d >= 0 for d in (height, width)):
+        return  # a symbolic size while tracing for export; checked again on real input
+    if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE or height <= 0 or width <= 0:
+        raise ValueError(f"input size {height}x{width} is not a multiple of {INPUT_MULTIPLE} "
+                         f"(BTS downsamples by {INPUT_MULTIPLE}); crop or pad it, e.g. to "
+                         f"{height // INPUT_MULTIPLE * INPUT_MULTIPLE}x{width // INPUT_MULTIPLE * INPUT_MULTIPLE}")
+
+
+def decoder_layout(num_features, skip_channels):
+    """(in, out) channel pairs of the decoder layers, by official name; both mirrors build from it."""
+    F, (c0, c1, c2, c3, c4) = num_features, skip_channels
+    return {
+        "upconv5": (c4, F), "conv5": (F + c3, F),
+        "upconv4": (F, F // 2), "conv4": (F // 2 + c2, F // 2),
+        "daspp_3": (F // 2, F // 4), "daspp_6": (F // 2 + F // 4 + c2, F // 4),
+        "daspp_12": (F + c2, F // 4), "daspp_18": (F + F // 4 + c2, F // 4),
+        "daspp_24": (F + F // 2 + c2, F // 4), "daspp_conv": (F + F // 2 + F // 4, F // 4),
+        "reduc8x8": (F // 4, F // 4),
+        "upconv3": (F // 4, F // 4), "conv3": (F // 4 + c1 + 1, F // 4),
+        "reduc4x4": (F // 4, F // 8),
+        "upconv2": (F // 4, F // 8), "conv2": (F // 8 + c0 + 1, F // 8),
+        "reduc2x2": (F // 8, F // 16),
+        "upconv1": (F // 8, F // 16), "reduc1x1": (F // 16, F // 32),
+        "conv1": (F // 16 + 4, F // 16), "get_depth": (F // 16, 1),
+    }
+
+
+def reduction_stages(num_in, num_out, is_final):
+    """Sub-layer names and (in, out) channels of `reduction_1x1.reduc`, exactly as the official loop builds them."""
+    stages = []
+    while num_out >= 4:
+        if num_out < 8:
+            stages.append(("final", num_in, 1) if is_final else ("plane_params", num_in, 3))
+            break
+        stages.append((f"inter_{num_in}_{num_out}", num_in, num_out))
+        num_in, num_out = num_out, num_out // 2
+    return stages

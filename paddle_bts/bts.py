@@ -1,0 +1,216 @@
+"""BTS in Paddle: the mirror of torch_ref/bts.py, layer for layer, with the official sub-layer names.
+
+The decoder's state dict is PaddleDepth's `depth.pdparams` layout. Where PaddleDepth's port is wrong,
+this one follows the official code: BN momentum 0.99 (= torch 0.01), per-layer eps, focal scaling for
+KITTI, Xavier only on decoder convs (no global initializer), and BN running variance updated as torch.
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from bts_spec import (ACONV_BN_EPS, DATASETS, DECODER_BN_EPS, DECODER_BN_MOMENTUM, KITTI_FOCAL,
+                      NORMALIZE_EPS, check_encoder, check_input_size, decoder_layout, reduction_stages)
+from paddle_bts.bn import batch_norm as _batch_norm, use_torch_running_var
+from paddle_bts.encoders import encoder
+
+
+def batch_norm(channels, eps=DECODER_BN_EPS):
+    return _batch_norm(channels, torch_momentum=DECODER_BN_MOMENTUM, eps=eps)
+
+
+def conv_elu(cin, cout):
+    return nn.Sequential(nn.Conv2D(cin, cout, 3, 1, 1, bias_attr=False), nn.ELU())
+
+
+class atrous_conv(nn.Layer):  # noqa: N801 - official names keep checkpoint keys
+    def __init__(self, cin, cout, dilation, apply_bn_first=True):
+        super().__init__()
+        self.atrous_conv = nn.Sequential()
+        if apply_bn_first:
+            self.atrous_conv.add_sublayer("first_bn", batch_norm(cin))
+        self.atrous_conv.add_sublayer("aconv_sequence", nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2D(cin, cout * 2, kernel_size=1, bias_attr=False),
+            batch_norm(cout * 2, eps=ACONV_BN_EPS),
+            nn.ReLU(),
+            nn.Conv2D(cout * 2, cout, kernel_size=3, padding=dilation, dilation=dilation, bias_attr=False)))
+
+    def forward(self, x):
+        return self.atrous_conv(x)
+
+
+class upconv(nn.Layer):  # noqa: N801
+    def __init__(self, cin, cout, ratio=2):
+        super().__init__()
+        self.elu = nn.ELU()
+        self.conv = nn.Conv2D(cin, cout, kernel_size=3, padding=1, bias_attr=False)
+        self.ratio = ratio
+
+    def forward(self, x):
+        return self.elu(self.conv(F.interpolate(x, scale_factor=self.ratio, mode="nearest")))
+
+
+class reduction_1x1(nn.Layer):  # noqa: N801
+    def __init__(self, cin, cout, max_depth, is_final=False):
+        super().__init__()
+        self.max_depth = max_depth
+        self.is_final = is_final
+        self.sigmoid = nn.Sigmoid()
+        self.reduc = nn.Sequential()
+        for name, i, o in reduction_stages(cin, cout, is_final):
+            conv = nn.Conv2D(i, o, kernel_size=1, bias_attr=False)
+            if name == "plane_params":
+                self.reduc.add_sublayer(name, conv)
+            else:
+                self.reduc.add_sublayer(name, nn.Sequential(conv, nn.Sigmoid() if name == "final" else nn.ELU()))
+
+    def forward(self, net):
+        net = self.reduc(net)
+        if self.is_final:
+            return net
+        theta = self.sigmoid(net[:, 0, :, :]) * math.pi / 3
+        phi = self.sigmoid(net[:, 1, :, :]) * math.pi * 2
+        dist = self.sigmoid(net[:, 2, :, :]) * self.max_depth
+        n1 = paddle.multiply(paddle.sin(theta), paddle.cos(phi)).unsqueeze(1)
+        n2 = paddle.multiply(paddle.sin(theta), paddle.sin(phi)).unsqueeze(1)
+        n3 = paddle.cos(theta).unsqueeze(1)
+        n4 = dist.unsqueeze(1)
+        return paddle.concat([n1, n2, n3, n4], axis=1)
+
+
+class local_planar_guidance(nn.Layer):  # noqa: N801
+    def __init__(self, upratio):
+        super().__init__()
+        self.upratio = int(upratio)
+
+    def offsets(self, n, like):
+        """Within-block offsets (i - (r-1)/2) / r, tiled n times, in the input's dtype (and place)."""
+        r = self.upratio
+        base = (paddle.arange(r).astype(like.dtype) - (r - 1) * 0.5) / float(r)
+        return paddle.tile(base, [n])
+
+    def forward(self, plane_eq, focal):
+        r = self.upratio
+        plane = paddle.repeat_interleave(paddle.repeat_interleave(plane_eq, r, 2), r, 3)
+        n1, n2, n3, n4 = plane[:, 0], plane[:, 1], plane[:, 2], plane[:, 3]
+        u = self.offsets(plane_eq.shape[3], plane_eq).reshape([1, 1, -1])   # varies along W
+        v = self.offsets(plane_eq.shape[2], plane_eq).reshape([1, -1, 1])   # varies along H
+        return n4 / (n1 * u + n2 * v + n3)
+
+
+def plane_equation(reduc):
+    """L2-normalised normal (channels 0-2) with the plane distance (channel 3) appended."""
+    normal = F.normalize(reduc[:, :3, :, :], p=2, axis=1, epsilon=NORMALIZE_EPS)
+    return paddle.concat([normal, reduc[:, 3, :, :].unsqueeze(1)], 1)
+
+
+class bts(nn.Layer):  # noqa: N801 - the official decoder class
+    def __init__(self, feat_out_channels, max_depth=80.0, dataset="kitti", num_features=512):
+        super().__init__()
+        self.max_depth, self.dataset = max_depth, dataset
+        L = decoder_layout(num_features, feat_out_channels)
+        F4 = num_features // 4
+        self.upconv5 = upconv(*L["upconv5"])
+        self.bn5 = batch_norm(num_features)
+        self.conv5 = conv_elu(*L["conv5"])
+        self.upconv4 = upconv(*L["upconv4"])
+        self.bn4 = batch_norm(num_features // 2)
+        self.conv4 = conv_elu(*L["conv4"])
+        self.bn4_2 = batch_norm(num_features // 2)
+        self.daspp_3 = atrous_conv(*L["daspp_3"], 3, apply_bn_first=False)
+        self.daspp_6 = atrous_conv(*L["daspp_6"], 6)
+        self.daspp_12 = atrous_conv(*L["daspp_12"], 12)
+        self.daspp_18 = atrous_conv(*L["daspp_18"], 18)
+        self.daspp_24 = atrous_conv(*L["daspp_24"], 24)
+        self.daspp_conv = conv_elu(*L["daspp_conv"])
+        self.reduc8x8 = reduction_1x1(*L["reduc8x8"], max_depth)
+        self.lpg8x8 = local_planar_guidance(8)
+        self.upconv3 = upconv(*L["upconv3"])
+        self.bn3 = batch_norm(F4)
+        self.conv3 = conv_elu(*L["conv3"])
+        self.reduc4x4 = reduction_1x1(*L["reduc4x4"], max_depth)
+        self.lpg4x4 = local_planar_guidance(4)
+        self.upconv2 = upconv(*L["upconv2"])
+        self.bn2 = batch_norm(num_features // 8)
+        self.conv2 = conv_elu(*L["conv2"])
+        self.reduc2x2 = reduction_1x1(*L["reduc2x2"], max_depth)
+        self.lpg2x2 = local_planar_guidance(2)
+        self.upconv1 = upconv(*L["upconv1"])
+        self.reduc1x1 = reduction_1x1(*L["reduc1x1"], max_depth, is_final=True)
+        self.conv1 = conv_elu(*L["conv1"])
+        self.get_depth = nn.Sequential(nn.Conv2D(*L["get_depth"], 3, 1, 1, bias_attr=False), nn.Sigmoid())
+
+    def scaled_depth(self, reduc, lpg, focal):
+        return lpg(plane_equation(reduc), focal).unsqueeze(1) / self.max_depth
+
+    def forward(self, features, focal):
+        skip0, skip1, skip2, skip3, dense = features
+        dense = F.relu(dense)
+        iconv5 = self.conv5(paddle.concat([self.bn5(self.upconv5(dense)), skip3], axis=1))
+        concat4 = paddle.concat([self.bn4(self.upconv4(iconv5)), skip2], axis=1)
+        iconv4 = self.bn4_2(self.conv4(concat4))
+
+        daspp_3 = self.daspp_3(iconv4)
+        concat4_2 = paddle.concat([concat4, daspp_3], axis=1)
+        daspp_6 = self.daspp_6(concat4_2)
+        concat4_3 = paddle.concat([concat4_2, daspp_6], axis=1)
+        daspp_12 = self.daspp_12(concat4_3)
+        concat4_4 = paddle.concat([concat4_3, daspp_12], axis=1)
+        daspp_18 = self.daspp_18(concat4_4)
+        concat4_5 = paddle.concat([concat4_4, daspp_18], axis=1)
+        daspp_24 = self.daspp_24(concat4_5)
+        daspp_feat = self.daspp_conv(paddle.concat([iconv4, daspp_3, daspp_6, daspp_12, daspp_18, daspp_24], axis=1))
+
+        depth_8x8_scaled = self.scaled_depth(self.reduc8x8(daspp_feat), self.lpg8x8, focal)
+        depth_8x8_scaled_ds = F.interpolate(depth_8x8_scaled, scale_factor=0.25, mode="nearest")
+        iconv3 = self.conv3(paddle.concat([self.bn3(self.upconv3(daspp_feat)), skip1, depth_8x8_scaled_ds], axis=1))
+
+        depth_4x4_scaled = self.scaled_depth(self.reduc4x4(iconv3), self.lpg4x4, focal)
+        depth_4x4_scaled_ds = F.interpolate(depth_4x4_scaled, scale_factor=0.5, mode="nearest")
+        iconv2 = self.conv2(paddle.concat([self.bn2(self.upconv2(iconv3)), skip0, depth_4x4_scaled_ds], axis=1))
+
+        depth_2x2_scaled = self.scaled_depth(self.reduc2x2(iconv2), self.lpg2x2, focal)
+
+        upconv1 = self.upconv1(iconv2)
+        reduc1x1 = self.reduc1x1(upconv1)
+        iconv1 = self.conv1(paddle.concat([upconv1, reduc1x1, depth_2x2_scaled, depth_4x4_scaled, depth_8x8_scaled], axis=1))
+        final_depth = self.max_depth * self.get_depth(iconv1)
+        if self.dataset == "kitti":
+            final_depth = final_depth * focal.reshape([-1, 1, 1, 1]).astype("float32") / KITTI_FOCAL
+        return depth_8x8_scaled, depth_4x4_scaled, depth_2x2_scaled, reduc1x1, final_depth
+
+
+class BtsModel(nn.Layer):
+    def __init__(self, encoder_name, max_depth=80.0, dataset="kitti", bts_size=512):
+        super().__init__()
+        check_encoder(encoder_name)
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+        self.encoder_name = encoder_name
+        self.encoder = encoder(encoder_name)
+        self.decoder = bts(self.encoder.feat_out_channels, max_depth, dataset, bts_size)
+
+    def forward(self, x, focal):
+        check_input_size(x.shape[-2], x.shape[-1])
+        return self.decoder(self.encoder(x), focal)
+
+
+def weights_init_xavier(layer):
+    if isinstance(layer, nn.Conv2D):
+        nn.initializer.XavierUniform()(layer.weight)
+        if layer.bias is not None:
+            nn.initializer.Constant(0.0)(layer.bias)
+
+
+def build_model(encoder, max_depth=80.0, dataset="kitti", bts_size=512, torch_running_var=True):
+    """A BtsModel initialised as official training starts it: Xavier on decoder convs, BN gamma 1, beta 0.
+
+    `torch_running_var=False` keeps Paddle's own BN variance update (biased), e.g. to measure the gap.
+    """
+    model = BtsModel(encoder, max_depth, dataset, bts_size)
+    model.decoder.apply(weights_init_xavier)
+    if torch_running_var:
+        use_torch_running_var(model)
+    return model

@@ -1,0 +1,52 @@
+"""Encoder registry: torchvision backbones (never downloaded) and the children whose outputs are BTS skips."""
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+import torchvision.models as tvm
+
+from bts_spec import check_encoder
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    build: Callable[[], nn.Module]   # returns `base_model` with random weights
+    taps: tuple                       # names of base_model children whose outputs are the 5 skips
+
+
+_DENSENET_TAPS = ("relu0", "pool0", "transition1", "transition2", "norm5")
+_RESNET_TAPS = ("relu", "layer1", "layer2", "layer3", "layer4")
+# Official mobilenetv2 counts children from 1 and keeps numbers 2, 4, 7, 11, 19; child names are 0-based.
+_MOBILENET_TAPS = ("1", "3", "6", "10", "18")
+
+ENCODER_SPECS = {
+    "densenet121_bts": EncoderSpec(lambda: tvm.densenet121(weights=None).features, _DENSENET_TAPS),
+    "densenet161_bts": EncoderSpec(lambda: tvm.densenet161(weights=None).features, _DENSENET_TAPS),
+    # ResNets keep the whole classifier network, so checkpoints carry the unused `fc` as official ones do.
+    "resnet50_bts": EncoderSpec(lambda: tvm.resnet50(weights=None), _RESNET_TAPS),
+    "resnet101_bts": EncoderSpec(lambda: tvm.resnet101(weights=None), _RESNET_TAPS),
+    "resnext50_bts": EncoderSpec(lambda: tvm.resnext50_32x4d(weights=None), _RESNET_TAPS),
+    "resnext101_bts": EncoderSpec(lambda: tvm.resnext101_32x8d(weights=None), _RESNET_TAPS),
+    "mobilenetv2_bts": EncoderSpec(lambda: tvm.mobilenet_v2(weights=None).features, _MOBILENET_TAPS),
+}
+
+
+class encoder(nn.Module):  # noqa: N801 - official class name
+    """Runs `base_model`'s children in order and returns the five skip features (shallow to deep)."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.feat_out_channels = list(check_encoder(name).channels)
+        spec = ENCODER_SPECS[name]
+        self.base_model = spec.build()
+        self.taps = spec.taps
+
+    def forward(self, x):
+        skips = []
+        for name, child in self.base_model.named_children():
+            x = child(x)
+            if name in self.taps:
+                skips.append(x)
+                if len(skips) == len(self.taps):   # avgpool / fc after the last tap are never run
+                    break
+        return skips
