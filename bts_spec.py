@@ -79,3 +79,19 @@ def reduction_stages(num_in, num_out, is_final):
         stages.append((f"inter_{num_in}_{num_out}", num_in, num_out))
         num_in, num_out = num_out, num_out // 2
     return stages
+
+
+# Official training freezes encoder parameters whose name contains one of these (bts_main.py,
+# default: neither --fix_first_conv_block nor --fix_first_conv_blocks). MobileNetV2 matches nothing.
+# Torch names are torchvision's; Paddle's differ only for DenseNet (conv0 -> conv1_func._conv, every
+# norm -> a `_batch_norm`, norm5 -> `batch_norm`).
+FROZEN_NAME_PARTS = {
+    "torch": {"resnet": ("base_model.conv1", ".bn"), "densenet": ("conv0", "norm"), "mobilenetv2": ("conv0", "norm")},
+    "paddle": {"resnet": ("base_model.conv1", ".bn"), "densenet": ("conv1_func._conv", "batch_norm"),
+               "mobilenetv2": ("conv0", "norm")},
+}
+
+
+def is_frozen(encoder, framework, encoder_param_name):
+    """True where official training sets requires_grad=False on this encoder parameter."""
+    return any(part in encoder_param_name for part in FROZEN_NAME_PARTS[framework][check_encoder(encoder).family])

@@ -214,3 +214,18 @@ def build_model(encoder, max_depth=80.0, dataset="kitti", bts_size=512, torch_ru
     if torch_running_var:
         use_torch_running_var(model)
     return model
+
+
+def freeze_encoder(model):
+    """Official default freezing (first conv and encoder BN parameters); returns the frozen names.
+
+    BN running statistics are not learnable in either framework and are not listed."""
+    from bts_spec import is_frozen
+    from paddle_bts.bn import bn_statistics
+    stats = {id(t) for t in bn_statistics(model)}
+    frozen = []
+    for name, param in model.encoder.named_parameters():
+        if id(param) not in stats and is_frozen(model.encoder_name, "paddle", name):
+            param.stop_gradient = True
+            frozen.append(f"encoder.{name}")
+    return frozen

@@ -207,3 +207,14 @@ def build_model(encoder, max_depth=80.0, dataset="kitti", bts_size=512):
     model = BtsModel(encoder, max_depth, dataset, bts_size)
     model.decoder.apply(weights_init_xavier)
     return model
+
+
+def freeze_encoder(model):
+    """Official default freezing (first conv and encoder BN parameters); returns the frozen names."""
+    from bts_spec import is_frozen
+    frozen = []
+    for name, param in model.encoder.named_parameters():
+        if is_frozen(model.encoder_name, "torch", name):
+            param.requires_grad = False
+            frozen.append(f"encoder.{name}")
+    return frozen

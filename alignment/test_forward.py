@@ -1,0 +1,151 @@
+"""Forward stages: lpg, reduction, atrous/daspp, upconv, encoder, decoder, model.
+
+Sub-module stages use the twin models' own sub-layers (Paddle weights from the converter). Each case
+is (stage, id, function giving both sides' outputs); `-k <stage>` selects a stage.
+"""
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+import paddle_bts.bts as pbts
+import torch_ref.bts as tbts
+from alignment import twins
+from alignment.harness import environment, run_case
+from alignment.tolerances import LAYER_LOCALISATION, TOLERANCES
+from alignment.localise import Recorder, first_divergence, layer_table, plot_layers
+from bts_spec import ENCODERS
+
+MODULE_ENCODER = "densenet121_bts"   # small, fast twin whose decoder sub-layers the module stages use
+FLAGSHIP = "densenet161_bts"
+
+
+@dataclass(frozen=True)
+class Case:
+    stage: str
+    id: str
+    run: Callable     # () -> (torch_out, paddle_out, scales or None, meta)
+
+
+def _both(torch_fn, paddle_fn, *arrays):
+    """Runs the two callables on the same numpy arrays; returns their outputs as numpy."""
+    with torch.no_grad():
+        t = torch_fn(*[twins.to_torch(a) for a in arrays])
+    p = paddle_fn(*[twins.to_paddle(a) for a in arrays])
+    return twins.numpy_of(t), twins.numpy_of(p)
+
+
+def random_planes(shape, seed):
+    """Plane equations as reduction_1x1 produces them: unit normals (theta <= pi/3) and distance < 80."""
+    b, h, w = shape
+    rng = np.random.default_rng(seed)
+    theta, phi = rng.uniform(0, math.pi / 3, (b, h, w)), rng.uniform(0, 2 * math.pi, (b, h, w))
+    dist = rng.uniform(0.5, 80.0, (b, h, w))
+    planes = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta), dist], 1)
+    return planes.astype(np.float32)
+
+
+def lpg_case(ratio):
+    def run():
+        planes = random_planes((2, 8, 16), seed=ratio)
+        t, p = _both(lambda x, f: tbts.local_planar_guidance(ratio)(x, f),
+                     lambda x, f: pbts.local_planar_guidance(ratio)(x, f), planes, twins.FOCALS)
+        # Condition of n4 / (n1 u + n2 v + n3): relative error grows as (|n1 u|+|n2 v|+|n3|) / |denominator|.
+        up = np.repeat(np.repeat(planes.astype(np.float64), ratio, 2), ratio, 3)
+        offs = (np.arange(ratio) - (ratio - 1) / 2) / ratio
+        u, v = np.tile(offs, 16)[None, None, :], np.tile(offs, 8)[None, :, None]
+        terms = np.abs(up[:, 0] * u) + np.abs(up[:, 1] * v) + np.abs(up[:, 2])
+        den = up[:, 0] * u + up[:, 1] * v + up[:, 2]
+        scale = np.abs(t) * (1 + terms / np.abs(den))
+        return {"depth": t}, {"depth": p}, {"depth": scale}, {"min |denominator|": float(np.abs(den).min())}
+    return Case("lpg", f"lpg-r{ratio}", run)
+
+
+def submodule_case(stage, layer, in_shape, seed=0):
+    def run():
+        tm, pm = twins.twin_models(MODULE_ENCODER)
+        x = twins.seeded(in_shape, seed)
+        t, p = _both(getattr(tm.decoder, layer), getattr(pm.decoder, layer), x)
+        return {layer: t}, {layer: p}, None, {}
+    return Case(stage, f"{stage}-{layer}", run)
+
+
+def encoder_case(encoder):
+    def run():
+        tm, pm = twins.twin_models(encoder)
+        x = twins.photographs()
+        with torch.no_grad():
+            t = [twins.numpy_of(f) for f in tm.encoder(twins.to_torch(x))]
+        p = [twins.numpy_of(f) for f in pm.encoder(twins.to_paddle(x))]
+        # paddle.vision's DenseNet fuses the ReLU that BTS's decoder applies to the last feature anyway.
+        if encoder.startswith("densenet"):
+            t[4] = np.maximum(t[4], 0)
+        names = [f"skip{i}" for i in range(4)] + ["dense_features"]
+        return dict(zip(names, t)), dict(zip(names, p)), None, {}
+    return Case("encoder", f"encoder-{encoder}", run)
+
+
+def decoder_case(encoder):
+    def run():
+        tm, pm = twins.twin_models(encoder)
+        with torch.no_grad():
+            feats = [twins.numpy_of(f) for f in tm.encoder(twins.to_torch(twins.photographs()))]
+            t = tm.decoder([twins.to_torch(f) for f in feats], twins.to_torch(twins.FOCALS))
+        p = pm.decoder([twins.to_paddle(f) for f in feats], twins.to_paddle(twins.FOCALS))
+        return _named_outputs(t), _named_outputs(p), None, {}
+    return Case("decoder", f"decoder-{encoder}", run)
+
+
+OUTPUT_NAMES = ("depth_8x8_scaled", "depth_4x4_scaled", "depth_2x2_scaled", "reduc1x1", "final_depth")
+
+
+def _named_outputs(outputs):
+    return {n: twins.numpy_of(o) for n, o in zip(OUTPUT_NAMES, outputs)}
+
+
+def model_case(encoder, dataset):
+    def run():
+        tm, pm = twins.twin_models(encoder, dataset)
+        x, f = twins.photographs(), twins.FOCALS
+        with Recorder(tm, "torch") as rt, torch.no_grad():
+            t = tm(twins.to_torch(x), twins.to_torch(f))
+        with Recorder(pm, "paddle") as rp:
+            p = pm(twins.to_paddle(x), twins.to_paddle(f))
+        rows = layer_table(rt, rp, encoder, LAYER_LOCALISATION)
+        with torch.no_grad():   # torch in float64: the fp32 noise floor the tolerance is measured against
+            exact = copy.deepcopy(tm).double()(twins.to_torch(x).double(), twins.to_torch(f).double())
+        return _named_outputs(t), _named_outputs(p), None, {"layers": rows, "exact": _named_outputs(exact),
+                                                            "first_divergence": first_divergence(rows)}
+    return Case("model", f"model-{encoder}-{dataset}", run)
+
+
+CASES = ([lpg_case(r) for r in (8, 4, 2)]
+         + [submodule_case("reduction", "reduc8x8", (2, 128, 8, 16)),
+            submodule_case("reduction", "reduc1x1", (2, 32, 64, 128))]
+         + [submodule_case("atrous", "daspp_3", (2, 256, 8, 16)),
+            submodule_case("atrous", "daspp_12", (2, 512 + 128, 8, 16))]
+         + [submodule_case("upconv", "upconv5", (2, 1024, 2, 4)), submodule_case("upconv", "upconv1", (2, 64, 32, 64))]
+         + [encoder_case(e) for e in ENCODERS]
+         + [decoder_case(FLAGSHIP)]
+         + [model_case(e, "kitti") for e in ENCODERS]
+         + [model_case(e, "nyu") for e in (FLAGSHIP, "resnet50_bts")])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_forward_stage(case):
+    torch_out, paddle_out, scales, meta = case.run()
+    rows, exact = meta.pop("layers", None), meta.pop("exact", None)
+    result = run_case(case.stage, case.id, torch_out, paddle_out, TOLERANCES[case.stage], scales=scales,
+                      meta={**meta, **environment(*twins.devices())}, exact=exact)
+    if rows is not None:
+        import pandas as pd
+        pd.DataFrame(rows).to_csv(result.folder / "layers.csv", index=False)
+        plot_layers(rows, result.folder / "layers.png", case.id, LAYER_LOCALISATION.why.split(";")[0])
+    if case.stage == "model":
+        from alignment.plots import depth_maps
+        depth_maps(torch_out["final_depth"], paddle_out["final_depth"], result.folder / "depth.png", case.id)
+    assert result.passed, result.failure_message()

@@ -1,0 +1,73 @@
+"""What the stages feed both frameworks: twin models (Paddle weights produced by the converter, the one
+source of truth) and seeded or photographic inputs as numpy arrays."""
+import functools
+import os
+
+import numpy as np
+import paddle
+import torch
+
+import paddle_bts
+import torch_ref
+from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL
+from conversion.convert import torch_to_paddle
+from paddle_bts.checkpoint import set_strict
+
+FOCALS = np.array([KITTI_FOCAL, 518.8579], np.float32)   # KITTI and NYU focal lengths, one per sample
+
+
+def devices():
+    """Each framework's device, chosen independently (pytest options set these variables)."""
+    return os.environ.get("BTS_TORCH_DEVICE", "cpu"), os.environ.get("BTS_PADDLE_DEVICE", "cpu")
+
+
+def to_torch(array):
+    return torch.from_numpy(np.ascontiguousarray(array)).to(devices()[0])
+
+
+def to_paddle(array):
+    return paddle.to_tensor(np.ascontiguousarray(array), place=paddle_place())
+
+
+def paddle_place():
+    device = devices()[1]
+    return paddle.CPUPlace() if device == "cpu" else paddle.CUDAPlace(int(device.partition(":")[2] or 0))
+
+
+def numpy_of(tensor):
+    return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor.numpy()
+
+
+def seeded(shape, seed=0, low=None, high=None):
+    rng = np.random.default_rng(seed)
+    if low is None:
+        return rng.standard_normal(shape).astype(np.float32)
+    return rng.uniform(low, high, shape).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def photographs(height=128, width=256):
+    """Two real photographs shipped with scikit-image, resized and ImageNet-normalised: 2x3xHxW."""
+    from skimage import data
+    from skimage.transform import resize
+    images = [resize(img, (height, width), anti_aliasing=True) for img in (data.astronaut(), data.chelsea())]
+    batch = (np.stack(images) - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+
+
+def build_twins(encoder, dataset="kitti", seed=0):
+    """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one."""
+    photos = photographs()   # BN statistics of natural images: activations at a trained network's scale
+    torch_model = torch_ref.seeded_reference_model(encoder, seed=seed, dataset=dataset,
+                                                   calibration=np.concatenate([photos, photos[..., ::-1]]))
+    parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
+    report.raise_if_bad()
+    paddle_model = paddle_bts.build_model(encoder, dataset=dataset)
+    set_strict(paddle_model.encoder, parts["encoder"], f"{encoder} encoder")
+    set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder")
+    torch_model.to(devices()[0])
+    return torch_model.eval(), paddle_model.eval()
+
+
+
+twin_models = functools.lru_cache(maxsize=4)(build_twins)   # shared, read-only use (eval forwards)

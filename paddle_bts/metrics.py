@@ -1,0 +1,163 @@
+"""Official BTS evaluation (cleinc/bts `pytorch/bts_eval.py`: `compute_errors` and the `eval` loop), in Paddle.
+
+Mirror of `torch_ref.metrics`: same names, same arguments, same float32 operations in the same order.
+Per image: paste the KB-crop prediction back into a zero frame of the ground truth's size (KITTI),
+clip it to [min_depth, max_depth], inf -> max, NaN -> min, mask valid ground truth (min < gt < max)
+inside the Garg or Eigen crop, compute the nine metrics; then average the per-image metrics.
+No median scaling, no flip averaging: PaddleDepth's BTS evaluation median-scales predictions and
+garg-crops a 352x704 centre crop, which is not the official protocol.
+
+Deviations from the official script (both deliberate, see `evaluate_image` / `compute_errors`):
+an image with no valid pixel raises ValueError instead of giving NaN with a RuntimeWarning, and a
+prediction that is not 352x1216 with `kb_crop` raises ValueError (numpy would fail on the slice assignment).
+"""
+import paddle
+
+from bts_spec import DATASETS
+
+# Metric names in the order the official script prints them (compute_errors *returns* them in another
+# order: silog, log10, abs_rel, sq_rel, rms, log_rms, d1, d2, d3). Duplicated in torch_ref.metrics
+# because the two packages must not import each other; candidates for bts_spec.
+METRIC_NAMES = ("silog", "abs_rel", "log10", "rms", "sq_rel", "log_rms", "d1", "d2", "d3")
+KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216          # KITTI benchmark crop of the network input
+DEFAULT_MAX_DEPTH = {"kitti": 80.0, "nyu": 10.0}    # max_depth_eval of the official argument files
+GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)   # rows, cols as fractions of H, W
+EIGEN_CROP_KITTI = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # official: 0.0359477 (one digit less)
+EIGEN_CROP_NYU = (45, 471, 41, 601)                 # absolute rows, cols (480x640 ground truth)
+CROPS = ("garg", "eigen", None)
+
+
+def _check_dataset_crop(dataset, crop):
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; choose 'garg', 'eigen' or None")
+
+
+def crop_window(dataset, crop, height, width):
+    """(row0, row1, col0, col1) of the official evaluation crop, or None; pure Python, like the official ints."""
+    _check_dataset_crop(dataset, crop)
+    if crop is None:
+        return None
+    if crop == "garg":  # the official script applies Garg for any dataset when --garg_crop is set
+        r0, r1, c0, c1 = GARG_CROP
+    elif dataset == "kitti":
+        r0, r1, c0, c1 = EIGEN_CROP_KITTI
+    else:
+        return EIGEN_CROP_NYU
+    return int(r0 * height), int(r1 * height), int(c0 * width), int(c1 * width)
+
+
+def _max_depth(dataset, max_depth):
+    return DEFAULT_MAX_DEPTH[dataset] if max_depth is None else float(max_depth)
+
+
+def _as_2d_float32(x, what):
+    x = x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x)
+    x = x.astype("float32")
+    while x.ndim > 2 and x.shape[0] == 1:  # the official script squeezes the network output
+        x = x.squeeze(0)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (H x W) after squeezing leading singleton axes; "
+                         f"got shape {tuple(x.shape)}")
+    return x
+
+
+def _mean(x):
+    """Mean of a float32 tensor, accumulated in float64 and returned as a float32 0-d tensor.
+
+    Same maths as numpy's float32 `mean` of the official script (pairwise summation, error ~1e-7) up to
+    float32 rounding. Paddle's CPU float32 `mean` sums sequentially: relative error 2.8e-4 over 240k pixels
+    (an NYU Eigen crop), 6e-4 over 1M (measured, paddle 3.3.1), so it must not be used for metrics.
+    """
+    return x.astype("float64").mean().astype("float32")
+
+
+def compute_errors(gt, pred):
+    """The nine official metrics of 1-D float32 tensors of valid pixels: dict name -> 0-d tensor."""
+    gt, pred = gt.astype("float32").reshape([-1]), pred.astype("float32").reshape([-1])
+    if gt.numel() == 0 or tuple(gt.shape) != tuple(pred.shape):
+        raise ValueError(f"compute_errors needs two equal-length, non-empty pixel vectors; got {tuple(gt.shape)} "
+                         f"and {tuple(pred.shape)} (the official script gives NaN for an empty mask)")
+    thresh = paddle.maximum(gt / pred, pred / gt)
+    d1 = _mean(thresh < 1.25)
+    d2 = _mean(thresh < 1.25 ** 2)
+    d3 = _mean(thresh < 1.25 ** 3)
+    rms = paddle.sqrt(_mean((gt - pred) ** 2))
+    log_rms = paddle.sqrt(_mean((paddle.log(gt) - paddle.log(pred)) ** 2))
+    abs_rel = _mean(paddle.abs(gt - pred) / gt)
+    sq_rel = _mean(((gt - pred) ** 2) / gt)
+    err = paddle.log(pred) - paddle.log(gt)
+    silog = paddle.sqrt(_mean(err ** 2) - _mean(err) ** 2) * 100
+    log10 = _mean(paddle.abs(paddle.log10(pred) - paddle.log10(gt)))
+    values = dict(silog=silog, abs_rel=abs_rel, log10=log10, rms=rms, sq_rel=sq_rel, log_rms=log_rms,
+                  d1=d1, d2=d2, d3=d3)
+    return {name: values[name] for name in METRIC_NAMES}
+
+
+def eval_mask(gt, dataset, crop, min_depth=1e-3, max_depth=None):
+    """Bool H x W mask: min_depth < gt < max_depth (max default 80 KITTI, 10 NYU), inside the crop if any."""
+    gt = _as_2d_float32(gt, "gt")
+    max_depth = _max_depth(dataset, max_depth)
+    window = crop_window(dataset, crop, gt.shape[0], gt.shape[1])
+    valid = paddle.logical_and(gt > min_depth, gt < max_depth)
+    if window is None:
+        return valid
+    r0, r1, c0, c1 = window
+    inside = paddle.zeros_like(valid)  # bool, on gt's place
+    inside[r0:r1, c0:c1] = True
+    return paddle.logical_and(valid, inside)
+
+
+def paste_kb_crop(pred, gt_shape):
+    """A 352x1216 KB-crop prediction in a zero frame of gt_shape: rows from H-352, cols from int((W-1216)/2)."""
+    pred = _as_2d_float32(pred, "pred")
+    height, width = int(gt_shape[-2]), int(gt_shape[-1])
+    if tuple(pred.shape) != (KB_CROP_HEIGHT, KB_CROP_WIDTH) or height < KB_CROP_HEIGHT or width < KB_CROP_WIDTH:
+        raise ValueError(f"KB paste-back needs a {KB_CROP_HEIGHT}x{KB_CROP_WIDTH} prediction and a ground truth at "
+                         f"least that large; got prediction {tuple(pred.shape)}, ground truth {(height, width)} "
+                         f"(pass kb_crop=False for full-frame predictions)")
+    top = int(height - KB_CROP_HEIGHT)
+    left = int((width - KB_CROP_WIDTH) / 2)
+    frame = paddle.zeros([height, width], dtype="float32")
+    frame[top:top + KB_CROP_HEIGHT, left:left + KB_CROP_WIDTH] = pred
+    return frame
+
+
+def clip_prediction(pred, min_depth, max_depth):
+    """Official order: < min -> min, > max -> max, inf -> max, NaN -> min (NaN survives both comparisons)."""
+    lo = paddle.full_like(pred, min_depth)
+    hi = paddle.full_like(pred, max_depth)
+    pred = paddle.where(pred < min_depth, lo, pred)
+    pred = paddle.where(pred > max_depth, hi, pred)
+    pred = paddle.where(paddle.isinf(pred), hi, pred)
+    return paddle.where(paddle.isnan(pred), lo, pred)
+
+
+def evaluate_image(pred, gt, dataset="kitti", crop="garg", kb_crop=True, min_depth=1e-3, max_depth=None):
+    """The nine metrics of one image, exactly as the official evaluation loop (kb_crop applies to KITTI only)."""
+    _check_dataset_crop(dataset, crop)
+    gt = _as_2d_float32(gt, "gt")
+    pred = _as_2d_float32(pred, "pred")
+    max_depth = _max_depth(dataset, max_depth)
+    if dataset == "kitti" and kb_crop:
+        pred = paste_kb_crop(pred, gt.shape)
+    elif tuple(pred.shape) != tuple(gt.shape):
+        raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in size")
+    pred = clip_prediction(pred, min_depth, max_depth)
+    mask = eval_mask(gt, dataset, crop, min_depth, max_depth)
+    if not bool(mask.any()):
+        raise ValueError("no valid ground-truth pixel inside the evaluation crop")
+    return compute_errors(paddle.masked_select(gt, mask), paddle.masked_select(pred, mask))
+
+
+def average(results):
+    """Mean of each metric over images (a list of evaluate_image dicts), float32 as the official arrays."""
+    results = list(results)
+    if not results:
+        raise ValueError("average of no images")
+    return {name: _mean(paddle.stack([r[name].astype("float32") for r in results])) for name in METRIC_NAMES}
+
+
+__all__ = ["METRIC_NAMES", "compute_errors", "eval_mask", "paste_kb_crop", "clip_prediction", "evaluate_image",
+           "average", "crop_window"]
