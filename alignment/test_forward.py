@@ -80,12 +80,13 @@ def encoder_case(encoder):
         x = twins.photographs()
         with torch.no_grad():
             t = [twins.numpy_of(f) for f in tm.encoder(twins.to_torch(x))]
+            exact = [twins.numpy_of(f) for f in copy.deepcopy(tm.encoder).double()(twins.to_torch(x).double())]
         p = [twins.numpy_of(f) for f in pm.encoder(twins.to_paddle(x))]
         # paddle.vision's DenseNet fuses the ReLU that BTS's decoder applies to the last feature anyway.
         if encoder.startswith("densenet"):
-            t[4] = np.maximum(t[4], 0)
+            t[4], exact[4] = np.maximum(t[4], 0), np.maximum(exact[4], 0)
         names = [f"skip{i}" for i in range(4)] + ["dense_features"]
-        return dict(zip(names, t)), dict(zip(names, p)), None, {}
+        return dict(zip(names, t)), dict(zip(names, p)), None, {"exact": dict(zip(names, exact))}
     return Case("encoder", f"encoder-{encoder}", run)
 
 

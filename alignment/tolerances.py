@@ -14,10 +14,16 @@ TOLERANCES = {
     "reduction": Tolerance(rtol=1e-5, atol=1e-6, why="1x1 convs + sigmoid/sin/cos in fp32"),
     "atrous": Tolerance(rtol=1e-5, atol=1e-5, why="BN + two convs, fp32 summation order"),
     "upconv": Tolerance(rtol=1e-5, atol=1e-5, why="nearest x2 + 3x3 conv + ELU, fp32 summation order"),
-    "encoder": Tolerance(rtol=0.0, atol=1e-4, atol_of_max=True, why="deep fp32 backbones"),
+    # Measured: max|d| / max|feature| up to 2.3e-4 (resnet101 layer4), where torch's own fp32-vs-fp64
+    # error is of the same size; shallow features and DenseNets stay below 2e-5.
+    "encoder": Tolerance(rtol=0.0, atol=5e-5, atol_of_max=True, noise_factor=3.0, why=(
+        "5e-5 x max|feature| + 3x torch's own fp32-vs-fp64 error of the same feature")),
     "decoder": Tolerance(rtol=1e-4, atol=1e-5, why="decoder in fp32"),
-    "model": Tolerance(rtol=1e-5, atol=1e-4, noise_factor=4.0, why=(
-        "1e-4 m + 1e-5 relative + 4 x torch fp32-vs-fp64 error of the same tensor (LPG amplification)")),
+    # Measured (photographs 2x3x128x256, BN calibrated on them): Paddle-vs-torch final depth 5.1e-4 m
+    # (densenet161) .. 6.0e-3 m (resnext101), each 1.35-1.6x torch's own fp32-vs-fp64 error (4.2e-4 ..
+    # 4.0e-3 m); the LPG's near-zero denominators amplify rounding, so a fixed 1e-4 m cannot hold.
+    "model": Tolerance(rtol=1e-5, atol=1e-4, noise_factor=3.0, why=(
+        "1e-4 + 1e-5 relative + 3x torch's own fp32-vs-fp64 error of the same tensor (measured <= 2.2x)")),
 }
 
 # Per-layer bound used to name the first divergent layer (fraction of the layer's own max |output|).
@@ -26,6 +32,15 @@ LAYER_LOCALISATION = Tolerance(rtol=0.0, atol=2e-4, atol_of_max=True, why=(
 
 TOLERANCES.update({
     "loss": Tolerance(rtol=1e-6, atol=0.0, why="silog of identical depths: a few fp32 reductions"),
-    "backward": Tolerance(rtol=0.0, atol=1e-4, atol_of_max=True, why="gradients through the whole network"),
-    "train_mode": Tolerance(rtol=1e-5, atol=1e-6, why="BN running statistics after one train-mode forward"),
+    "backward": Tolerance(rtol=0.0, atol=1e-4, atol_of_max=True, noise_factor=3.0, why=(
+        "1e-4 x max|grad| + 3x torch's own fp32-vs-fp64 error of the same gradient (train-mode BN on "
+        "2x64x128 batches: few elements per channel in deep layers)")),
+    # Measured max|d| / max|stat|: 1.1e-6 (densenet161), 9.9e-6 (resnet50); Paddle's native (biased)
+    # variance update instead gives 1.1e-2, so the bound separates the two by > 300x.
+    "train_mode": Tolerance(rtol=0.0, atol=3e-5, atol_of_max=True, why=(
+        "3e-5 x max|running statistic| after one train-mode forward")),
 })
+
+TOLERANCES["metrics"] = Tolerance(rtol=1e-6, atol=0.0, why=(
+    "same fp32 elementwise ops, means accumulated in fp64 in both (Paddle's fp32 CPU mean drifts "
+    "2.8e-4 relative on 240k values); measured <= 9.5e-8 relative"))
