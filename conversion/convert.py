@@ -82,12 +82,15 @@ def _torch_to_numpy(tensor):
     return tensor.detach().cpu().numpy()
 
 
-def torch_to_paddle(state, encoder):
-    """torch_ref state dict (no 'module.') -> ({encoder: {...}, decoder: {...}} of numpy, report)."""
+def torch_to_paddle(state, encoder, progress=iter):
+    """torch_ref state dict (no 'module.') -> ({encoder: {...}, decoder: {...}} of numpy, report).
+
+    `progress` wraps the (key, tensor) iteration, e.g. to draw a progress bar.
+    """
     family = check_encoder(encoder).family
     layout = paddle_layout(encoder)
     out, report = {"encoder": {}, "decoder": {}}, ConversionReport()
-    for key, tensor in state.items():
+    for key, tensor in progress(state.items()):
         try:
             mapping = map_torch_key(key, family)
         except KeyError:
@@ -113,11 +116,12 @@ def torch_to_paddle(state, encoder):
     return out, report
 
 
-def paddle_to_torch(parts, encoder):
+def paddle_to_torch(parts, encoder, progress=iter):
     """{encoder: state, decoder: state} of paddle_bts -> (torch_ref state dict of tensors, report).
 
     Names come from inverting the same rule table over torch_ref's own keys, so the two directions
     cannot disagree. BN counters, which Paddle does not keep, are restored as 0 (said in `dropped`).
+    `progress` wraps the ((part, key), value) iteration.
     """
     family = check_encoder(encoder).family
     layout = torch_layout(encoder)
@@ -129,23 +133,23 @@ def paddle_to_torch(parts, encoder):
         else:
             inverse[mapping.target] = key
     out, report = {}, ConversionReport()
-    for part in ("encoder", "decoder"):
-        for key, value in parts[part].items():
-            array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-            source = f"{part}:{key}"
-            if (part, key) not in inverse:
-                report.unmatched.append(source)
-                continue
-            target = inverse[(part, key)]
-            shape, is_linear = layout[target]
-            array = _as_float32(source, array, report)
-            if is_linear:
-                array, report.transforms[target] = np.ascontiguousarray(array.T), "transpose"
-            if tuple(array.shape) != shape:
-                report.shape_mismatches.append(f"{source} {list(value.shape)} -> {target} {list(shape)}")
-                continue
-            out[target] = torch.from_numpy(array)
-            report.mapped[source] = target
+    items = [((part, key), value) for part in ("encoder", "decoder") for key, value in parts[part].items()]
+    for (part, key), value in progress(items):
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        source = f"{part}:{key}"
+        if (part, key) not in inverse:
+            report.unmatched.append(source)
+            continue
+        target = inverse[(part, key)]
+        shape, is_linear = layout[target]
+        array = _as_float32(source, array, report)
+        if is_linear:
+            array, report.transforms[target] = np.ascontiguousarray(array.T), "transpose"
+        if tuple(array.shape) != shape:
+            report.shape_mismatches.append(f"{source} {list(value.shape)} -> {target} {list(shape)}")
+            continue
+        out[target] = torch.from_numpy(array)
+        report.mapped[source] = target
     for key in counters:
         out[key] = torch.tensor(0, dtype=torch.int64)
         report.dropped[key] = "restored as 0: Paddle BN keeps no counter"
