@@ -76,8 +76,9 @@ def _as_float32(key, array, report):
     return array
 
 
-def _torch_to_numpy(tensor):
-    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+def _torch_to_numpy(key, tensor, report):
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: cast here, and record it like any cast
+        report.casts[key] = "bfloat16"
         tensor = tensor.float()
     return tensor.detach().cpu().numpy()
 
@@ -103,7 +104,7 @@ def torch_to_paddle(state, encoder, progress=iter):
             report.unmatched.append(key)
             continue
         shape, is_linear = layout[mapping.target]
-        array = _as_float32(key, _torch_to_numpy(tensor), report)
+        array = _as_float32(key, _torch_to_numpy(key, tensor, report), report)
         if is_linear:
             array, report.transforms[mapping.target[1]] = np.ascontiguousarray(array.T), "transpose"
         if tuple(array.shape) != shape:

@@ -19,9 +19,10 @@ def read_state_dict(path):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        blocked = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), None)
+        if blocked:
             raise CheckpointError(f"{path}: refuses to load with weights_only=True (it needs code to "
-                                  f"unpickle, which this tool never runs): {first}") from None
+                                  f"unpickle, which this tool never runs): {blocked}") from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(

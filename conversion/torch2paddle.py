@@ -1,0 +1,170 @@
+"""Official BTS PyTorch checkpoint -> verified PaddleDepth weight folder.
+
+    python conversion/torch2paddle.py --checkpoint model --encoder densenet161_bts --output out/d161
+    python conversion/torch2paddle.py          # no arguments: converts a seeded densenet161_bts (a demo)
+
+Writes DIR/encoder.pdparams, DIR/depth.pdparams (PaddleDepth's layout), DIR/manifest.json and
+DIR/README.md, all into a temporary folder next to DIR that becomes DIR only once everything,
+verification included, has succeeded. Exit codes: 0 done, 1 verification failed, 2 bad input/output.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch_ref  # noqa: E402
+from bts_spec import DATASETS, ENCODERS, check_encoder  # noqa: E402
+from conversion.cli import (InputError, VerificationFailed, progress, refuse_existing, run_command,  # noqa: E402
+                            staged_outputs)
+from conversion.convert import ConversionError, torch_to_paddle  # noqa: E402
+from conversion.diagnose import describe_torch_source  # noqa: E402
+from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,  # noqa: E402
+                                 write_manifest)
+from conversion.model_card import markdown, model_card, parity_table  # noqa: E402
+from conversion.paddle_files import write_parts  # noqa: E402
+from conversion.seeded import save_seeded_checkpoint  # noqa: E402
+from conversion.verify import CRITERION, verification_inputs, verify  # noqa: E402
+
+DEFAULT_ENCODER = "densenet161_bts"   # the flagship (official README's best KITTI model)
+
+
+def positive(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Without --checkpoint: a seeded torch_ref model (default densenet161_bts) is saved in the "
+               "official format to a temporary folder and converted to out/<encoder> (a demo).")
+    parser.add_argument("--checkpoint", type=Path, metavar="PATH",
+                        help="official checkpoint (dict with 'model', 'module.' keys) or a bare state dict")
+    parser.add_argument("--encoder", choices=ENCODERS, metavar="NAME",
+                        help=f"{', '.join(ENCODERS)}; required with --checkpoint (demo: {DEFAULT_ENCODER})")
+    parser.add_argument("--output", type=Path, metavar="DIR", help="folder to create (demo: out/<encoder>)")
+    parser.add_argument("--max-depth", type=positive, default=80.0, metavar="METRES",
+                        help="80 for KITTI, 10 for NYU (default 80)")
+    parser.add_argument("--dataset", choices=DATASETS, default="kitti",
+                        help="kitti scales the final depth by focal / 715.0873 (default kitti)")
+    parser.add_argument("--force", action="store_true", help="replace DIR (only after success)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip comparing torch_ref and paddle_bts outputs")
+    args = parser.parse_args(argv)
+    if args.checkpoint is not None and (args.encoder is None or args.output is None):
+        parser.error("--checkpoint needs --encoder and --output")
+    return args
+
+
+def parameter_count(parts):
+    """Learnable parameters as torch counts them: Paddle's BN running statistics are not parameters."""
+    return sum(a.size for state in parts.values() for k, a in state.items()
+               if not k.endswith(("._mean", "._variance")))
+
+
+def run_verification(state, folder, args):
+    start = time.perf_counter()
+    with progress(total=1, desc="verify (torch fp32/fp64, paddle)", bar_format="{desc} {elapsed}"):
+        checks = verify(state, folder, args.encoder, args.max_depth, args.dataset)
+    return {"criterion": CRITERION, "inputs": {i.name: i.description for i in verification_inputs()},
+            "seconds": round(time.perf_counter() - start, 2), "passed": all(c.passed for c in checks),
+            "checks": [asdict(c) for c in checks]}
+
+
+def read_and_convert(args):
+    """(source state, {encoder, decoder} numpy states, report); raises ConversionError unless clean."""
+    state = torch_ref.read_state_dict(str(args.checkpoint))
+    parts, report = torch_to_paddle(state, args.encoder, lambda items: progress(
+        items, total=len(state), desc="convert", unit="tensor"))
+    if report.problems():
+        raise ConversionError(f"{args.checkpoint}: {describe_torch_source(report, state, args.encoder)}")
+    if report.casts:
+        dtypes = ", ".join(sorted(set(report.casts.values())))
+        print(f"cast {len(report.casts)} tensor(s) from {dtypes} to float32, e.g. {next(iter(report.casts))}")
+    return state, parts, report
+
+
+def convert_checkpoint(args, source_note=None):
+    """The whole conversion; raises the errors cli.run_command turns into exit codes."""
+    output, checkpoint = args.output.absolute(), args.checkpoint.absolute()
+    if args.force and output in checkpoint.parents:
+        raise InputError(f"{args.output} holds the source checkpoint; --force would delete it")
+    with staged_outputs([output], args.force, folder=True) as (staging,), ThreadPoolExecutor(1) as hasher:
+        start = time.perf_counter()
+        source_entry = hasher.submit(file_entry, checkpoint)   # hashlib releases the GIL: overlaps the reading
+        state, parts, report = read_and_convert(args)
+        files = {name: entry.result() for name, entry in write_parts(parts, staging, hasher).items()}
+        source = {"path": str(checkpoint), **source_entry.result(), **({"note": source_note} if source_note else {})}
+        manifest = {
+            "format": FORMAT, "created": now_utc(), "tool": "conversion/torch2paddle.py", "source": source,
+            "encoder": args.encoder, "max_depth": args.max_depth, "dataset": args.dataset,
+            "parameters": {"count": parameter_count(parts),
+                           "official_count": check_encoder(args.encoder).official_params},
+            "files": files, "versions": library_versions(),
+            "conversion": {**conversion_summary(report, {k: state[k].tolist() for k in report.dropped}),
+                           "seconds": round(time.perf_counter() - start, 2)},
+            "verification": run_verification(state, staging, args) if args.verify else {"skipped": "--no-verify"},
+        }
+        (staging / "README.md").write_text(model_card(manifest, files), encoding="utf-8")
+        manifest["files"]["README.md"] = file_entry(staging / "README.md")
+        write_manifest(staging, manifest)
+        print_summary(manifest)
+        raise_if_failed(manifest["verification"], args.output)
+    print(f"wrote {args.output}/ ({', '.join(manifest['files'])}, manifest.json)")
+    return manifest
+
+
+def raise_if_failed(verification, output):
+    failed = [c for c in verification.get("checks", []) if not c["passed"]]
+    if failed:
+        worst = max(failed, key=lambda c: c["worst"])
+        level = max(worst["levels"], key=lambda q: worst["levels"][q][0] / worst["levels"][q][2])
+        diff, _, tolerance = worst["levels"][level]
+        raise VerificationFailed(
+            f"{len(failed)} output(s) differ beyond tolerance, e.g. {worst['output']} on the {worst['input']} "
+            f"input: {level} |paddle - torch| {diff:.3g} > {tolerance:.3g}; nothing written to {output}")
+
+
+def print_summary(manifest):
+    conv, params = manifest["conversion"], manifest["parameters"]
+    print(f"converted {manifest['encoder']}: {conv['mapped']} tensors mapped, {conv['dropped']} dropped "
+          f"({'; '.join(conv['dropped_why']) or 'none'}), {len(conv['transforms'])} transposed, "
+          f"{params['count']:,} parameters (official: {params['official_count']:,}), {conv['seconds']:.1f} s")
+    verification = manifest["verification"]
+    if "checks" in verification:
+        print(f"verification ({verification['seconds']:.1f} s): paddle_bts from the written files vs torch_ref, "
+              f"CPU float32; {CRITERION}")
+        print(markdown(parity_table(verification["checks"])))
+
+
+def run_default(args):
+    """No --checkpoint: a seeded torch_ref model saved in the official format, converted, verified."""
+    args.encoder = args.encoder or DEFAULT_ENCODER
+    args.output = args.output or Path("out") / args.encoder
+    refuse_existing(args.output, args.force)   # before minutes of work; checked again at the end
+    with tempfile.TemporaryDirectory(prefix="bts-seeded-") as tmp:
+        args.checkpoint = Path(tmp) / "model"
+        print(f"no --checkpoint given: converting a seeded {args.encoder} (random weights, batch-norm statistics "
+              f"of a seeded batch) saved in the official format as {args.checkpoint}")
+        save_seeded_checkpoint(args.encoder, args.checkpoint)
+        convert_checkpoint(args, source_note="seeded demo model (torch_ref.seeded_reference_model, seed 0), "
+                                             "deleted after conversion")
+    print(f"re-run: python conversion/torch2paddle.py --force  (replaces {args.output}); your own weights: "
+          f"--checkpoint PATH --encoder NAME --output DIR")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_command(run_default if args.checkpoint is None else convert_checkpoint, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
