@@ -13,39 +13,8 @@ prediction that is not 352x1216 with `kb_crop` raises ValueError (numpy would fa
 """
 import paddle
 
-from bts_spec import DATASETS
-
-# Metric names in the order the official script prints them (compute_errors *returns* them in another
-# order: silog, log10, abs_rel, sq_rel, rms, log_rms, d1, d2, d3). Duplicated in torch_ref.metrics
-# because the two packages must not import each other; candidates for bts_spec.
-METRIC_NAMES = ("silog", "abs_rel", "log10", "rms", "sq_rel", "log_rms", "d1", "d2", "d3")
-KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216          # KITTI benchmark crop of the network input
-DEFAULT_MAX_DEPTH = {"kitti": 80.0, "nyu": 10.0}    # max_depth_eval of the official argument files
-GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)   # rows, cols as fractions of H, W
-EIGEN_CROP_KITTI = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # official: 0.0359477 (one digit less)
-EIGEN_CROP_NYU = (45, 471, 41, 601)                 # absolute rows, cols (480x640 ground truth)
-CROPS = ("garg", "eigen", None)
-
-
-def _check_dataset_crop(dataset, crop):
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if crop not in CROPS:
-        raise ValueError(f"unknown crop {crop!r}; choose 'garg', 'eigen' or None")
-
-
-def crop_window(dataset, crop, height, width):
-    """(row0, row1, col0, col1) of the official evaluation crop, or None; pure Python, like the official ints."""
-    _check_dataset_crop(dataset, crop)
-    if crop is None:
-        return None
-    if crop == "garg":  # the official script applies Garg for any dataset when --garg_crop is set
-        r0, r1, c0, c1 = GARG_CROP
-    elif dataset == "kitti":
-        r0, r1, c0, c1 = EIGEN_CROP_KITTI
-    else:
-        return EIGEN_CROP_NYU
-    return int(r0 * height), int(r1 * height), int(c0 * width), int(c1 * width)
+from bts_spec import (CROPS, DATASETS, DEFAULT_MAX_DEPTH, EIGEN_CROP_KITTI, EIGEN_CROP_NYU, GARG_CROP,
+                      KB_CROP_HEIGHT, KB_CROP_WIDTH, METRIC_NAMES, check_dataset_crop, crop_window)  # noqa: F401
 
 
 def _max_depth(dataset, max_depth):
@@ -136,7 +105,7 @@ def clip_prediction(pred, min_depth, max_depth):
 
 def evaluate_image(pred, gt, dataset="kitti", crop="garg", kb_crop=True, min_depth=1e-3, max_depth=None):
     """The nine metrics of one image, exactly as the official evaluation loop (kb_crop applies to KITTI only)."""
-    _check_dataset_crop(dataset, crop)
+    check_dataset_crop(dataset, crop)
     gt = _as_2d_float32(gt, "gt")
     pred = _as_2d_float32(pred, "pred")
     max_depth = _max_depth(dataset, max_depth)
