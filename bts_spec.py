@@ -6,6 +6,8 @@ Nothing here imports a deep-learning framework, so both mirrors and the converte
 from dataclasses import dataclass
 
 KITTI_FOCAL = 715.0873          # final_depth *= focal / KITTI_FOCAL when dataset == "kitti"
+NYU_FOCAL = 518.8579            # NYU Depth v2 focal length (official NYU argument files)
+OUTPUT_NAMES = ("depth_8x8_scaled", "depth_4x4_scaled", "depth_2x2_scaled", "reduc1x1", "final_depth")
 DECODER_BN_MOMENTUM = 0.01      # torch convention: running = (1 - m) * running + m * batch
 DECODER_BN_EPS = 1.1e-5         # named decoder BNs and atrous `first_bn`
 ACONV_BN_EPS = 1e-5             # the BN inside `aconv_sequence` uses torch's default eps

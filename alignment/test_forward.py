@@ -18,7 +18,7 @@ from alignment import twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import LAYER_LOCALISATION, TOLERANCES
 from alignment.localise import Recorder, first_divergence, layer_table, plot_layers
-from bts_spec import ENCODERS
+from bts_spec import ENCODERS, OUTPUT_NAMES
 
 MODULE_ENCODER = "densenet121_bts"   # small, fast twin whose decoder sub-layers the module stages use
 FLAGSHIP = "densenet161_bts"
@@ -99,9 +99,6 @@ def decoder_case(encoder):
         p = pm.decoder([twins.to_paddle(f) for f in feats], twins.to_paddle(twins.FOCALS))
         return _named_outputs(t), _named_outputs(p), None, {}
     return Case("decoder", f"decoder-{encoder}", run)
-
-
-OUTPUT_NAMES = ("depth_8x8_scaled", "depth_4x4_scaled", "depth_2x2_scaled", "reduc1x1", "final_depth")
 
 
 def _named_outputs(outputs):

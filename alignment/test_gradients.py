@@ -29,11 +29,7 @@ def ground_truth(seed=3):
 
 
 def _train_twins(encoder, torch_running_var=True):
-    tm, pm = twins.build_twins(encoder)
-    if not torch_running_var:
-        fresh = paddle_bts.build_model(encoder, torch_running_var=False)
-        fresh.set_state_dict(pm.state_dict())
-        pm = fresh
+    tm, pm = twins.build_twins(encoder, torch_running_var=torch_running_var)
     tm.train(), pm.train()
     return tm, pm
 

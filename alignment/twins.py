@@ -9,11 +9,12 @@ import torch
 
 import paddle_bts
 import torch_ref
-from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL
+from bts_spec import KITTI_FOCAL, NYU_FOCAL
+from conversion import verify
 from conversion.convert import torch_to_paddle
 from paddle_bts.checkpoint import set_strict
 
-FOCALS = np.array([KITTI_FOCAL, 518.8579], np.float32)   # KITTI and NYU focal lengths, one per sample
+FOCALS = np.array([KITTI_FOCAL, NYU_FOCAL], np.float32)   # one per sample: focal scaling differs in a batch
 
 
 def devices():
@@ -47,22 +48,18 @@ def seeded(shape, seed=0, low=None, high=None):
 
 @functools.lru_cache(maxsize=None)
 def photographs(height=128, width=256):
-    """Two real photographs shipped with scikit-image, resized and ImageNet-normalised: 2x3xHxW."""
-    from skimage import data
-    from skimage.transform import resize
-    images = [resize(img, (height, width), anti_aliasing=True) for img in (data.astronaut(), data.chelsea())]
-    batch = (np.stack(images) - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+    """Two real photographs (scikit-image's astronaut and cat), ImageNet-normalised: 2x3xHxW."""
+    return verify.photographs(height, width, ("astronaut", "chelsea"))
 
 
-def build_twins(encoder, dataset="kitti", seed=0):
+def build_twins(encoder, dataset="kitti", seed=0, torch_running_var=True):
     """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one."""
     photos = photographs()   # BN statistics of natural images: activations at a trained network's scale
     torch_model = torch_ref.seeded_reference_model(encoder, seed=seed, dataset=dataset,
                                                    calibration=np.concatenate([photos, photos[..., ::-1]]))
     parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
     report.raise_if_bad()
-    paddle_model = paddle_bts.build_model(encoder, dataset=dataset)
+    paddle_model = paddle_bts.build_model(encoder, dataset=dataset, torch_running_var=torch_running_var)
     set_strict(paddle_model.encoder, parts["encoder"], f"{encoder} encoder")
     set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder")
     torch_model.to(devices()[0])

@@ -16,12 +16,12 @@ if __package__ in (None, ""):   # run as a file: import from the repo root, not 
 import torch  # noqa: E402
 
 import torch_ref  # noqa: E402
+from paddle_bts import read_weight_files  # noqa: E402
 from bts_spec import ENCODERS  # noqa: E402
 from conversion.cli import InputError, progress, run_command, staged_outputs  # noqa: E402
 from conversion.convert import ConversionError, paddle_to_torch  # noqa: E402
 from conversion.diagnose import describe_paddle_source  # noqa: E402
 from conversion.manifest import MANIFEST, read_manifest  # noqa: E402
-from conversion.paddle_files import read_parts  # noqa: E402
 
 
 def parse_args(argv):
@@ -48,7 +48,7 @@ def convert_folder(args):
     if not args.weights.is_dir():
         raise InputError(f"{args.weights}: no such folder")
     with staged_outputs([args.output], args.force) as (staging,):
-        parts, head = read_parts(args.weights)
+        parts, head = read_weight_files(args.weights)
         counters = recorded_counters(args.weights, args.encoder)
         items = sum(len(state) for state in parts.values())
         state, report = paddle_to_torch(parts, args.encoder, lambda it: progress(

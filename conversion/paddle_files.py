@@ -1,11 +1,9 @@
-"""PaddleDepth's two weight files, as the converters write and read them (paddle_bts.checkpoint names them)."""
+"""Writing PaddleDepth's two weight files from converted arrays (paddle_bts.checkpoint reads them)."""
 import paddle
 
 from conversion.cli import progress
 from conversion.manifest import file_entry
-from paddle_bts.checkpoint import DECODER_FILE, ENCODER_FILE, IGNORED_HEAD_PREFIX, WeightsError
-
-PART_FILES = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
+from paddle_bts.checkpoint import PART_FILES
 
 
 def write_parts(parts, folder, hasher):
@@ -25,26 +23,3 @@ def write_parts(parts, folder, hasher):
             bar.update(sum(a.nbytes for a in parts[part].values()))
     return entries
 
-
-def read_parts(folder):
-    """({encoder: {...}, decoder: {...}} of numpy arrays, {dropped key: why}) from a PaddleDepth folder.
-
-    PaddleDepth's densenet encoders carry paddle.vision's unused ImageNet head (`base_model.out.*`);
-    like paddle_bts.load_weights, it is left out, and said so.
-    """
-    parts, dropped = {}, {}
-    for part, name in PART_FILES.items():
-        path = folder / name
-        if not path.is_file():
-            raise WeightsError(f"{path}: no such file")
-        try:
-            state = paddle.load(str(path), return_numpy=True)
-        except Exception as e:   # paddle raises pickle, zip, value and runtime errors alike
-            raise WeightsError(f"{path}: not a readable Paddle file ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-            raise WeightsError(f"{path}: not a Paddle state dict")
-        for key in [k for k in state if part == "encoder" and k.startswith(IGNORED_HEAD_PREFIX)]:
-            del state[key]
-            dropped[f"{part}:{key}"] = "paddle.vision's unused ImageNet head (official torch encoders have none)"
-        parts[part] = state
-    return parts, dropped

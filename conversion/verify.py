@@ -12,10 +12,9 @@ from skimage import data, transform
 
 import paddle_bts
 import torch_ref
-from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL
+from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion.rules import normalise_torch_key
 
-OUTPUTS = ("depth_8x8_scaled", "depth_4x4_scaled", "depth_2x2_scaled", "reduc1x1", "final_depth")
 
 # Tolerance, scale-aware by construction: Paddle's float32 output may differ from torch's float32 output
 # by NOISE_FACTOR times torch's own "fp32 noise", plus FLOOR_ULPS float32 spacings at the output's
@@ -46,7 +45,7 @@ CRITERION = (f"|paddle - torch fp32| <= {NOISE_FACTOR:g} x fp32 noise + {FLOOR_U
              f"over 140 outputs: 7 encoders x 5 outputs x 2 inputs x 2 weight sets)")
 GOLDEN_POINTS = 32        # Paddle output values kept in the manifest, to re-check without the source
 PHOTO_SIZE = (128, 128)   # a multiple of 32 (BTS downsamples by 32), small enough for 2 CPU cores
-SECOND_FOCAL = 518.8579   # NYU's focal length: the seeded batch's two samples are scaled differently
+SECOND_FOCAL = NYU_FOCAL   # the seeded batch's two samples are scaled differently
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,16 @@ class Input:
     focal: np.ndarray     # N float32
 
 
+def photographs(height, width, names=("astronaut",)):
+    """Real photographs shipped with scikit-image, resized and ImageNet-normalised: N x 3 x H x W float32."""
+    images = [transform.resize(getattr(data, name)(), (height, width), anti_aliasing=True) for name in names]
+    batch = (np.stack(images) - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+
+
 def verification_inputs():
     seeded = np.random.default_rng(0).standard_normal((2, 3, 64, 128), dtype=np.float32)
-    photo = transform.resize(data.astronaut(), PHOTO_SIZE, anti_aliasing=True)   # float64 in [0, 1]
-    photo = ((photo - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+    photo = photographs(*PHOTO_SIZE)
     return [
         Input("seeded", f"np.random.default_rng(0) standard normal 2x3x64x128, focal {KITTI_FOCAL} and "
               f"{SECOND_FOCAL}", seeded, np.array([KITTI_FOCAL, SECOND_FOCAL], np.float32)),
@@ -160,7 +165,7 @@ def verify(state, folder, encoder, max_depth, dataset):
     return [check_output(inp.name, name, converted[inp.name][i], reference[inp.name, "fp32"][i],
                          reference[inp.name, "fp64"][i],
                          [reference[inp.name, f"fp32~{k}"][i] for k in range(JITTERED_RUNS)])
-            for inp in inputs for i, name in enumerate(OUTPUTS)]
+            for inp in inputs for i, name in enumerate(OUTPUT_NAMES)]
 
 
 def recheck_golden(folder, encoder, max_depth, dataset, recorded):
@@ -169,7 +174,7 @@ def recheck_golden(folder, encoder, max_depth, dataset, recorded):
     now = paddle_outputs(folder, encoder, max_depth, dataset, inputs)
     rows = []
     for check in recorded:
-        values = now[check["input"]][OUTPUTS.index(check["output"])].ravel()
+        values = now[check["input"]][OUTPUT_NAMES.index(check["output"])].ravel()
         worst = max_abs_diff(values[golden_positions(values.size)], np.asarray(check["golden"], np.float64))
         rows.append((check["input"], check["output"], worst, check["tolerance"]))
     return rows

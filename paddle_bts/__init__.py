@@ -2,7 +2,7 @@
 from bts_spec import ENCODERS
 from paddle_bts.bn import bn_statistics, use_torch_running_var
 from paddle_bts.bts import BtsModel, build_model, freeze_encoder, weights_init_xavier
-from paddle_bts.checkpoint import WeightsError, check_state_dict, load_weights, save_weights
+from paddle_bts.checkpoint import WeightsError, check_state_dict, load_weights, read_weight_files, save_weights
 from paddle_bts.loss import silog_loss
 
 
@@ -12,6 +12,6 @@ def count_parameters(model):
     return sum(int(p.numel()) for p in model.parameters() if id(p) not in stats)
 
 
-__all__ = ["ENCODERS", "BtsModel", "build_model", "freeze_encoder", "weights_init_xavier", "load_weights", "save_weights",
+__all__ = ["ENCODERS", "BtsModel", "build_model", "freeze_encoder", "weights_init_xavier", "load_weights", "read_weight_files", "save_weights",
            "check_state_dict", "WeightsError", "silog_loss", "count_parameters", "use_torch_running_var",
            "bn_statistics"]

@@ -35,18 +35,38 @@ def set_strict(layer, state, what):
         raise WeightsError(f"{what}: set_state_dict left {len(missing)} missing, {len(unexpected)} unexpected")
 
 
-def load_weights(model, folder):
-    """Loads `folder/encoder.pdparams` and `folder/depth.pdparams` strictly; returns the model."""
-    for layer, name in ((model.encoder, ENCODER_FILE), (model.decoder, DECODER_FILE)):
+PART_FILES = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
+
+
+def read_weight_files(folder):
+    """({encoder: {...}, decoder: {...}} of numpy arrays, {dropped key: why}) from a PaddleDepth folder.
+
+    PaddleDepth's densenet161 encoder carries paddle.vision's unused ImageNet head (`base_model.out.*`);
+    it is left out, and said so in `dropped`.
+    """
+    parts, dropped = {}, {}
+    for part, name in PART_FILES.items():
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise WeightsError(f"{path}: no such file")
-        state = paddle.load(path)
-        if not isinstance(state, dict):
+        try:
+            state = paddle.load(path, return_numpy=True)
+        except Exception as e:   # paddle raises pickle, zip, value and runtime errors alike
+            raise WeightsError(f"{path}: not a readable Paddle file ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
             raise WeightsError(f"{path}: not a Paddle state dict")
-        if layer is model.encoder:
-            state = {k: v for k, v in state.items() if not k.startswith(IGNORED_HEAD_PREFIX)}
-        set_strict(layer, state, path)
+        for key in [k for k in state if part == "encoder" and k.startswith(IGNORED_HEAD_PREFIX)]:
+            del state[key]
+            dropped[f"{part}:{key}"] = "paddle.vision's unused ImageNet head (official torch encoders have none)"
+        parts[part] = state
+    return parts, dropped
+
+
+def load_weights(model, folder):
+    """Loads `folder/encoder.pdparams` and `folder/depth.pdparams` strictly; returns the model."""
+    parts, _ = read_weight_files(folder)
+    for part, name in PART_FILES.items():
+        set_strict(getattr(model, part), parts[part], os.path.join(folder, name))
     return model
 
 
