@@ -119,8 +119,11 @@ def environment(torch_device="cpu", paddle_device="cpu"):
             "tf32": bool(torch.backends.cudnn.allow_tf32 and torch.cuda.is_available())}
 
 
-def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=None, meta=None, exact=None):
-    """Compares two {name: array} dicts and writes the stage report; returns a Result (never raises on diff)."""
+def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=None, meta=None, exact=None,
+             order=None):
+    """Compares two {name: array} dicts and writes the stage report; returns a Result (never raises on diff).
+
+    `order`: tensor names in execution order; the first over tolerance is recorded as `first_divergence`."""
     from reprod_log import ReprodLogger
     folder = REPORTS / stage / case
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,9 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
     table.to_csv(folder / "table.csv")
     (folder / "table.md").write_text(table.to_markdown() + f"\n\nTolerance: {tol.why}\n")
     passed = bool(table["passed"].all()) and not missing
+    if order is not None:
+        failing = [name for name in order if not table.loc[name, "passed"]]
+        meta = {**(meta or {}), "first_divergence": failing[0] if failing else ""}
     info = {"stage": stage, "case": case, "passed": passed, "tolerance": asdict(tol),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": "float32", **(meta or {})}
     (folder / "result.json").write_text(json.dumps(info, indent=1, default=str))

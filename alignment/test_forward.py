@@ -105,10 +105,10 @@ def _named_outputs(outputs):
     return {n: twins.numpy_of(o) for n, o in zip(OUTPUT_NAMES, outputs)}
 
 
-def model_case(encoder, dataset):
+def model_case(encoder, dataset, size=None):
     def run():
         tm, pm = twins.twin_models(encoder, dataset)
-        x, f = twins.photographs(), twins.FOCALS
+        x, f = twins.photographs(*(size or ())), twins.FOCALS
         with Recorder(tm, "torch") as rt, torch.no_grad():
             t = tm(twins.to_torch(x), twins.to_torch(f))
         with Recorder(pm, "paddle") as rp:
@@ -118,7 +118,7 @@ def model_case(encoder, dataset):
             exact = copy.deepcopy(tm).double()(twins.to_torch(x).double(), twins.to_torch(f).double())
         return _named_outputs(t), _named_outputs(p), None, {"layers": rows, "exact": _named_outputs(exact),
                                                             "first_divergence": first_divergence(rows)}
-    return Case("model", f"model-{encoder}-{dataset}", run)
+    return Case("model", f"model-{encoder}-{dataset}" + (f"-{size[0]}x{size[1]}" if size else ""), run)
 
 
 CASES = ([lpg_case(r) for r in (8, 4, 2)]
@@ -131,9 +131,13 @@ CASES = ([lpg_case(r) for r in (8, 4, 2)]
          + [decoder_case(FLAGSHIP)]
          + [model_case(e, "kitti") for e in ENCODERS]
          + [model_case(e, "nyu") for e in (FLAGSHIP, "resnet50_bts")])
+# Official training and test sizes (KITTI 352x704 crop, 352x1216 KB crop): Paddle eager needs ~10 s each.
+SLOW_CASES = [model_case(FLAGSHIP, "kitti", (352, 704)), model_case(FLAGSHIP, "kitti", (352, 1216)),
+              model_case("resnext101_bts", "kitti", (352, 704)), model_case(FLAGSHIP, "nyu", (416, 544))]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES + [pytest.param(c, marks=pytest.mark.slow) for c in SLOW_CASES],
+                         ids=[c.id for c in CASES + SLOW_CASES])
 def test_forward_stage(case):
     torch_out, paddle_out, scales, meta = case.run()
     rows, exact = meta.pop("layers", None), meta.pop("exact", None)

@@ -32,9 +32,15 @@ LAYER_LOCALISATION = Tolerance(rtol=0.0, atol=2e-4, atol_of_max=True, why=(
 
 TOLERANCES.update({
     "loss": Tolerance(rtol=1e-6, atol=0.0, why="silog of identical depths: a few fp32 reductions"),
+    # fp32 (densenet161): measured <= 2.1x torch's own error. Not for ReLU-heavy encoders at small
+    # inputs: a ReLU input within rounding of 0 switches in one framework only (see test_gradients.py).
     "backward": Tolerance(rtol=0.0, atol=1e-4, atol_of_max=True, noise_factor=3.0, why=(
-        "1e-4 x max|grad| + 3x torch's own fp32-vs-fp64 error of the same gradient (train-mode BN on "
-        "2x64x128 batches: few elements per channel in deep layers)")),
+        "1e-4 x max|grad| + 3x torch's own fp32-vs-fp64 error of the same gradient")),
+    # fp64 in both frameworks: no ReLU switches; measured max|d| / max|grad| <= MEASURED_FP64 below.
+    "backward_fp64": Tolerance(rtol=0.0, atol=1e-8, atol_of_max=True, why=(
+        "float64 in both: 1e-8 x max|grad| (measured <= 6.9e-10 resnet50, see tolerances.py)")),
+    "loss_fp64": Tolerance(rtol=1e-11, atol=0.0, why=(
+        "silog in float64: measured 2.3e-12 relative (resnet50), 3.7e-13 (densenet161)")),
     # Measured max|d| / max|stat|: 1.1e-6 (densenet161), 9.9e-6 (resnet50); Paddle's native (biased)
     # variance update instead gives 1.1e-2, so the bound separates the two by > 300x.
     "train_mode": Tolerance(rtol=0.0, atol=3e-5, atol_of_max=True, why=(
