@@ -6,6 +6,7 @@ CSV and markdown, result.json) *before* the test asserts, so a failing run still
 The verdict is ours (element-wise, NaN-aware): reprod_log compares only mean/max/min of |a - b|, lets
 NaN pass and transposes mismatched shapes silently.
 """
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,17 @@ import numpy as np
 import pandas as pd
 
 REPORTS = Path(os.environ.get("BTS_REPORTS", Path(__file__).resolve().parents[1] / "reports"))
+
+
+@contextlib.contextmanager
+def reports_under(folder):
+    """Writes reports under `folder` for the duration (e.g. a fault's run, kept out of the main index)."""
+    global REPORTS
+    before, REPORTS = REPORTS, Path(folder)
+    try:
+        yield REPORTS
+    finally:
+        REPORTS = before
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,9 @@ def compare(ref, got, tol, scale=None, exact=None):
     a, b = ref64[both].ravel(), got64[both].ravel()
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     worst = int(np.argmax(diff - bound)) if diff.size else 0
+    ratio = diff / np.maximum(bound, np.finfo(np.float64).tiny) if diff.size else np.zeros(1)
     row.update({
+        "over_bound": float(ratio.max()),   # worst |d| / bound: how loudly a tensor fails (< 1 passes)
         "max_abs": float(diff.max(initial=0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "max_rel": float(rel.max(initial=0)), "cosine": float(a @ b / denom) if denom else 1.0,
         "ref_max_abs": float(np.abs(a).max(initial=0)), "n_over": int(over.sum()), "n": int(ref64.size),

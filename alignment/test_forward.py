@@ -139,6 +139,12 @@ SLOW_CASES = [model_case(FLAGSHIP, "kitti", (352, 704)), model_case(FLAGSHIP, "k
 @pytest.mark.parametrize("case", CASES + [pytest.param(c, marks=pytest.mark.slow) for c in SLOW_CASES],
                          ids=[c.id for c in CASES + SLOW_CASES])
 def test_forward_stage(case):
+    result = run_forward(case)
+    assert result.passed, result.failure_message()
+
+
+def run_forward(case):
+    """Runs one forward case and writes its report (layer table and plots for `model`); returns the Result."""
     torch_out, paddle_out, scales, meta = case.run()
     rows, exact = meta.pop("layers", None), meta.pop("exact", None)
     result = run_case(case.stage, case.id, torch_out, paddle_out, TOLERANCES[case.stage], scales=scales,
@@ -150,4 +156,4 @@ def test_forward_stage(case):
     if case.stage == "model":
         from alignment.plots import depth_maps
         depth_maps(torch_out["final_depth"], paddle_out["final_depth"], result.folder / "depth.png", case.id)
-    assert result.passed, result.failure_message()
+    return result
