@@ -20,6 +20,27 @@ def batch_norm(channels, eps=DECODER_BN_EPS):
     return _batch_norm(channels, torch_momentum=DECODER_BN_MOMENTUM, eps=eps)
 
 
+def resize_nearest(x, ratio):
+    """F.interpolate(x, scale_factor=ratio, mode="nearest") for ratio = r or 1 / r, r an integer.
+
+    Eager runs exactly that. A static graph (paddle.jit export) gets the same copies without the
+    `nearest_interp` op, which Paddle Inference 3.3.1 cannot run under oneDNN (its `scale` attribute is
+    a double array the oneDNN executor does not convert; Paddle issue #79749). Nearest with r repeats
+    every pixel r x r times, with 1 / r it keeps every r-th row and column (source index floor(dst * r)):
+    the values are copied, so both forms agree bit for bit.
+    """
+    if paddle.in_dynamic_mode():
+        return F.interpolate(x, scale_factor=ratio, mode="nearest")
+    if ratio >= 1:
+        r = int(ratio)
+        assert r == ratio, f"integer upsampling only, got {ratio}"
+        tiled = x.unsqueeze([3, 5]).expand([-1, -1, -1, r, -1, r])    # N, C, H, r, W, r
+        return tiled.flatten(2, 3).flatten(3, 4)
+    r = int(round(1 / ratio))
+    assert r * ratio == 1, f"downsampling by 1 / integer only, got {ratio}"
+    return x[:, :, ::r, ::r]
+
+
 def conv_elu(cin, cout):
     return nn.Sequential(nn.Conv2D(cin, cout, 3, 1, 1, bias_attr=False), nn.ELU())
 
@@ -49,7 +70,7 @@ class upconv(nn.Layer):  # noqa: N801
         self.ratio = ratio
 
     def forward(self, x):
-        return self.elu(self.conv(F.interpolate(x, scale_factor=self.ratio, mode="nearest")))
+        return self.elu(self.conv(resize_nearest(x, self.ratio)))
 
 
 class reduction_1x1(nn.Layer):  # noqa: N801
@@ -164,11 +185,11 @@ class bts(nn.Layer):  # noqa: N801 - the official decoder class
         daspp_feat = self.daspp_conv(paddle.concat([iconv4, daspp_3, daspp_6, daspp_12, daspp_18, daspp_24], axis=1))
 
         depth_8x8_scaled = self.scaled_depth(self.reduc8x8(daspp_feat), self.lpg8x8, focal)
-        depth_8x8_scaled_ds = F.interpolate(depth_8x8_scaled, scale_factor=0.25, mode="nearest")
+        depth_8x8_scaled_ds = resize_nearest(depth_8x8_scaled, 0.25)
         iconv3 = self.conv3(paddle.concat([self.bn3(self.upconv3(daspp_feat)), skip1, depth_8x8_scaled_ds], axis=1))
 
         depth_4x4_scaled = self.scaled_depth(self.reduc4x4(iconv3), self.lpg4x4, focal)
-        depth_4x4_scaled_ds = F.interpolate(depth_4x4_scaled, scale_factor=0.5, mode="nearest")
+        depth_4x4_scaled_ds = resize_nearest(depth_4x4_scaled, 0.5)
         iconv2 = self.conv2(paddle.concat([self.bn2(self.upconv2(iconv3)), skip0, depth_4x4_scaled_ds], axis=1))
 
         depth_2x2_scaled = self.scaled_depth(self.reduc2x2(iconv2), self.lpg2x2, focal)
