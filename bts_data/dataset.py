@@ -137,7 +137,8 @@ class BtsSamples:
         try:
             return T.kb_crop(array_or_image)
         except ValueError as e:
-            raise DataError(f"{path}: {e} (the KB crop is for KITTI frames; set do_kb_crop False)") from None
+            raise DataError(f"{path}: {e} (the KB crop is for KITTI frames: do_kb_crop=False, or --no-kb-crop "
+                            f"in the commands)") from None
 
     def _train_arrays(self, index, rng):
         config = self.config

@@ -272,3 +272,24 @@ def test_torch_loader_independent_of_workers(kitti):
         assert a.keys() == b.keys()
         for key in a:
             assert a[key].equal(b[key]), key
+
+
+def test_paddle_loader_raises_sample_errors(kitti, tmp_path):
+    """A broken sample must raise in the caller: Paddle's own single-process loader thread would hang."""
+    import threading
+    from paddle_bts.data import make_loader
+    config = kitti.config("test")
+    broken = BtsSamples(DataConfig(config.dataset, str(tmp_path), config.filenames_file, config.gt_path, mode="test"))
+    outcome = {}
+
+    def iterate():
+        try:
+            list(make_loader(broken, 1, shuffle=False, drop_last=False))
+        except DataError as error:
+            outcome["error"] = str(error)
+
+    reader = threading.Thread(target=iterate, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "paddle_bts.data.make_loader hung on a missing image"
+    assert "no such image file" in outcome.get("error", "")
