@@ -28,7 +28,7 @@ from torch_ref import evaluate as torch_eval
 DATA_CASES = [
     ("data-kitti-train", "kitti", "train", 4, 0, 2, 7, 3, True),
     ("data-nyu-train", "nyu", "train", 4, 0, 2, 7, 3, True),
-    ("data-kitti-online_eval", "kitti", "online_eval", 3, 1, 2, 0, 0, False),   # a batch with one depth missing
+    ("data-kitti-online", "kitti", "online_eval", 3, 1, 2, 0, 0, False),   # one depth missing; id free of "eval"
 ]
 
 
