@@ -1,0 +1,205 @@
+"""Official BTS training in Paddle; the mirror of torch_ref/train.py, name for name.
+
+    python -m paddle_bts.train --config configs/bts_kitti.yaml [-o key=value ...]
+    python -m paddle.distributed.launch --gpus 0,1 -m paddle_bts.train --config ...   (data parallel)
+
+Same recipe as the official torch code, in Paddle's own terms: parameters frozen with
+`stop_gradient`; AdamW parameter groups (a list of dicts with their own `weight_decay`);
+`paddle.optimizer.lr.PolynomialDecay(lr0, decay_steps=total, end_lr, power=0.9)` stepped after every
+`optimizer.step()`, which gives the official LR at every iteration (PaddleDepth stepped it once per
+epoch, so its LR stayed near lr0). Checkpoints: PaddleDepth folders `weights_<step>/` holding
+`encoder.pdparams`, `depth.pdparams` and the optimizer state `adam.pdopt`; a loss log `loss_log_paddle.csv`.
+"""
+import sys
+import time
+
+import paddle
+from tqdm import tqdm
+
+import bts_config
+from bts_config import MIN_GT_DEPTH, LossLog, run_folder, staged_folder
+from paddle_bts.bn import bn_statistics
+from paddle_bts.bts import build_model, freeze_encoder
+from paddle_bts.checkpoint import WeightsError, load_weights, save_weights
+from paddle_bts.loss import silog_loss
+
+POWER = 0.9
+OPTIMIZER_FILE = "adam.pdopt"
+LOSS_LOG = "loss_log_paddle.csv"   # beside torch's when both train with one config
+
+
+def _bare(model):
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+def _trainable(layer, stats):
+    # Paddle lists BN running statistics among parameters (stop_gradient=True); never optimise them.
+    return [p for p in layer.parameters() if not p.stop_gradient and id(p) not in stats]
+
+
+def build_optimizer(model, learning_rate=1e-4, epsilon=1e-3, encoder_weight_decay=1e-2):
+    """AdamW of the official recipe. Applies the official freezing to `model` first; frozen parameters are
+    left out of both groups. `learning_rate` may be a float or an LRScheduler (see build_scheduler)."""
+    bare = _bare(model)
+    freeze_encoder(bare)
+    stats = {id(t) for t in bn_statistics(bare)}
+    # A group's 'learning_rate' would be a multiplier of the base LR in Paddle: leave it out (1.0).
+    return paddle.optimizer.AdamW(
+        learning_rate=learning_rate, epsilon=epsilon,
+        parameters=[{"params": _trainable(bare.encoder, stats), "weight_decay": encoder_weight_decay},
+                    {"params": _trainable(bare.decoder, stats), "weight_decay": 0.0}])
+
+
+def build_scheduler(optimizer, total_steps, end_learning_rate=None):
+    """PolynomialDecay over `total_steps` iterations from the optimizer's LR to `end_learning_rate`
+    (default 0.1 x that LR), attached to the optimizer; train_step steps it every iteration."""
+    learning_rate = optimizer.get_lr()
+    end = 0.1 * learning_rate if end_learning_rate is None else end_learning_rate
+    scheduler = paddle.optimizer.lr.PolynomialDecay(learning_rate=learning_rate, decay_steps=total_steps,
+                                                    end_lr=end, power=POWER)
+    optimizer.set_lr_scheduler(scheduler)
+    return scheduler
+
+
+def train_step(model, optimizer, batch, scheduler=None, min_depth=1.0):
+    """One official iteration on `batch` (dict: image Bx3xHxW, depth Bx1xHxW, focal B); returns the loss."""
+    depth_est = model(batch["image"], batch["focal"])[-1]
+    depth_gt = batch["depth"]
+    loss = silog_loss()(depth_est, depth_gt, depth_gt > min_depth)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()      # every iteration, after the step that used the current LR
+    optimizer.clear_grad(set_to_zero=False)
+    return float(loss.detach())
+
+
+def lr_before_step(optimizer, scheduler):
+    """The LR the next optimizer.step() will use (the scheduler's current value)."""
+    return optimizer.get_lr()
+
+
+def run_epochs(model, optimizer, scheduler, batches, num_epochs, min_depth, on_step=None, on_epoch=None,
+               start_epoch=0, global_step=0):
+    """The training loop. `batches(epoch)` gives that epoch's batches; `on_step(record)` receives step,
+    epoch, lr (used by that step), loss and time (s); `on_epoch(epoch, global_step)` runs after each epoch."""
+    model.train()
+    for epoch in range(start_epoch, num_epochs):
+        for batch in batches(epoch):
+            start = time.perf_counter()
+            lr = lr_before_step(optimizer, scheduler)   # train_step advances the scheduler after its step
+            loss = train_step(model, optimizer, batch, scheduler, min_depth)
+            record = {"step": global_step, "epoch": epoch, "lr": lr, "loss": loss,
+                      "time": time.perf_counter() - start}
+            global_step += 1
+            if on_step is not None:
+                on_step(record)
+        if on_epoch is not None:
+            on_epoch(epoch, global_step)
+    return global_step
+
+
+def set_device(config):
+    if config["device"] == "auto":
+        return paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda()
+                                 and paddle.device.cuda.device_count() > 0 else "cpu")
+    return paddle.set_device(config["device"])
+
+
+def save_checkpoint(model, optimizer, folder, global_step):
+    """A PaddleDepth weight folder plus the optimizer state, appearing complete or not at all."""
+    target = folder / f"weights_{global_step}"
+    with staged_folder(target) as staged:
+        save_weights(_bare(model), staged)
+        paddle.save(optimizer.state_dict(), str(staged / OPTIMIZER_FILE))
+    return target
+
+
+def world():
+    """(rank, world size); > 1 only under `python -m paddle.distributed.launch`."""
+    return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+
+
+def shard(batch, rank, size):
+    """This rank's share of a global batch: samples rank, rank + size, ... (the global batch size must be
+    a multiple of the world size, as with the official per-GPU batch = batch_size / ngpus)."""
+    return batch if size == 1 else {k: v[rank::size] for k, v in batch.items()}
+
+
+def fit(config):
+    """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
+    from bts_data.dataset import BtsSamples, batch_indices
+    from paddle_bts.data import make_loader
+
+    if config["checkpoint_path"]:
+        raise bts_config.ConfigError("checkpoint_path is a torch checkpoint; Paddle starts from "
+                                     "load_weights_folder (convert with conversion/torch2paddle.py)")
+    rank, size = world()
+    if config["batch_size"] % size:
+        raise bts_config.ConfigError(f"batch_size {config['batch_size']} is not a multiple of the {size} processes")
+    if config["synthetic"] and rank == 0:
+        config = bts_config.synthetic_tree(config)
+    set_device(config)
+    if size > 1:
+        paddle.distributed.init_parallel_env()
+        if config["synthetic"]:
+            paddle.distributed.barrier()          # rank 0 writes the tree
+            config = bts_config.synthetic_tree(config)
+    paddle.seed(config["seed"])
+    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
+    if config["load_weights_folder"]:
+        load_weights(model, config["load_weights_folder"])
+    optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
+    if size > 1:
+        # ResNet encoders carry an ImageNet head the forward never uses.
+        model = paddle.DataParallel(model, find_unused_parameters=True)
+
+    samples = BtsSamples(config)
+    loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
+                       num_workers=config["num_threads"])
+    steps_per_epoch = len(batch_indices(len(samples), config["batch_size"], config["seed"], epoch=0))
+    if steps_per_epoch == 0:
+        raise bts_config.ConfigError(f"batch_size {config['batch_size']} exceeds the {len(samples)} training samples")
+    total = config["num_epochs"] * steps_per_epoch
+    scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
+
+    folder = run_folder(config)
+    lead = rank == 0
+    log = LossLog(folder / LOSS_LOG) if lead else None
+    bar = tqdm(total=total, desc="paddle_bts train", dynamic_ncols=True, disable=None if lead else True)
+    saved, last = [], {}
+
+    def on_step(record):
+        last.update(record)
+        bar.update(1)
+        bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
+        done = record["step"] + 1
+        if lead:
+            log.write(record)
+            if config["save_freq"] and done % config["save_freq"] == 0 and done < total:
+                saved.append(save_checkpoint(model, optimizer, folder, done))
+
+    def on_epoch(epoch, global_step):
+        if lead:
+            saved.append(save_checkpoint(model, optimizer, folder, global_step))
+
+    def batches(epoch):
+        return (shard(batch, rank, size) for batch in make_loader(samples, epoch=epoch, **loader_args))
+
+    try:
+        steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
+                           MIN_GT_DEPTH[config["dataset"]], on_step, on_epoch)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return {"steps": steps, "last": last, "checkpoints": [str(p) for p in saved],
+            "loss_log": str(log.path) if log else None}
+
+
+def main(argv=None) -> int:
+    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.", (WeightsError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Official BTS training (cleinc/bts bts_main.py) in torch; paddle_bts/train.py mirrors it name for name.
+
+    python -m torch_ref.train --config configs/bts_kitti.yaml [-o key=value ...]
+
+Recipe: official encoder freezing; AdamW with two groups (encoder weight decay 1e-2, decoder 0),
+eps 1e-3; LR = (lr0 - lr_end)(1 - step/total)^0.9 + lr_end written into the param groups every iteration,
+after backward and before step (step 0 uses lr0); silog loss (variance focus 0.85) on the final depth
+over ground truth > 1.0 m (KITTI) / 0.1 m (NYU). Checkpoints: official format (`model-<step>`, with the
+optimizer state and global_step); a loss log `loss_log_torch.csv`.
+"""
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+import bts_config
+from bts_config import MIN_GT_DEPTH, LossLog, run_folder
+from torch_ref.bts import build_model, freeze_encoder
+from torch_ref.checkpoint import CheckpointError, load_official_checkpoint, save_official_checkpoint
+from torch_ref.loss import silog_loss
+
+POWER = 0.9
+LOSS_LOG = "loss_log_torch.csv"   # beside Paddle's when both train with one config
+
+
+def _bare(model):
+    return model.module if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else model
+
+
+def build_optimizer(model, learning_rate=1e-4, epsilon=1e-3, encoder_weight_decay=1e-2):
+    """AdamW of the official recipe. Applies the official freezing to `model` first (as bts_main.py does
+    before building its optimizer); frozen parameters are left out of both groups."""
+    bare = _bare(model)
+    freeze_encoder(bare)
+    encoder = [p for p in bare.encoder.parameters() if p.requires_grad]
+    decoder = [p for p in bare.decoder.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": encoder, "weight_decay": encoder_weight_decay},
+                              {"params": decoder, "weight_decay": 0.0}], lr=learning_rate, eps=epsilon)
+
+
+def poly_lr(step, total_steps, learning_rate, end_learning_rate):
+    """The official formula (bts_main.py), evaluated as it is there."""
+    return (learning_rate - end_learning_rate) * (1 - step / total_steps) ** POWER + end_learning_rate
+
+
+class PolyLR:
+    """The official schedule: `apply()` writes the LR of the current global step into every param group
+    (call it after backward, before optimizer.step()); `step()` advances the global step."""
+
+    def __init__(self, optimizer, total_steps, end_learning_rate=None, global_step=0):
+        self.optimizer = optimizer
+        self.learning_rate = optimizer.defaults["lr"]
+        self.end_learning_rate = 0.1 * self.learning_rate if end_learning_rate is None else end_learning_rate
+        self.total_steps = total_steps
+        self.global_step = global_step
+        self.last_lr = self.learning_rate
+
+    def get_lr(self):
+        """The LR of the current global step (as Paddle's LRScheduler.get_lr)."""
+        return poly_lr(self.global_step, self.total_steps, self.learning_rate, self.end_learning_rate)
+
+    def apply(self):
+        self.last_lr = self.get_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.last_lr
+        return self.last_lr
+
+    def step(self):
+        self.global_step += 1
+
+
+def build_scheduler(optimizer, total_steps, end_learning_rate=None):
+    """The official poly schedule over `total_steps` iterations, from the optimizer's LR to `end_learning_rate`
+    (default 0.1 x that LR)."""
+    return PolyLR(optimizer, total_steps, end_learning_rate)
+
+
+def train_step(model, optimizer, batch, scheduler=None, min_depth=1.0):
+    """One official iteration on `batch` (dict: image Bx3xHxW, depth Bx1xHxW, focal B); returns the loss."""
+    device = next(model.parameters()).device
+    image, depth_gt, focal = (batch[k].to(device, non_blocking=True) for k in ("image", "depth", "focal"))
+    depth_est = model(image, focal)[-1]
+    loss = silog_loss()(depth_est, depth_gt, depth_gt > min_depth)
+    loss.backward()
+    if scheduler is not None:
+        scheduler.apply()     # official order: after backward, before step, so step 0 uses lr0
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def lr_of_last_step(optimizer, scheduler):
+    """The LR the last optimizer.step() used: what apply() wrote into the groups before it."""
+    return optimizer.param_groups[0]["lr"]
+
+
+def run_epochs(model, optimizer, scheduler, batches, num_epochs, min_depth, on_step=None, on_epoch=None,
+               start_epoch=0, global_step=0):
+    """The training loop. `batches(epoch)` gives that epoch's batches; `on_step(record)` receives step,
+    epoch, lr (used by that step), loss and time (s); `on_epoch(epoch, global_step)` runs after each epoch."""
+    model.train()
+    for epoch in range(start_epoch, num_epochs):
+        for batch in batches(epoch):
+            start = time.perf_counter()
+            loss = train_step(model, optimizer, batch, scheduler, min_depth)
+            record = {"step": global_step, "epoch": epoch, "lr": lr_of_last_step(optimizer, scheduler),
+                      "loss": loss, "time": time.perf_counter() - start}
+            global_step += 1
+            if on_step is not None:
+                on_step(record)
+        if on_epoch is not None:
+            on_epoch(epoch, global_step)
+    return global_step
+
+
+def device_of(config):
+    if config["device"] == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config["device"])
+
+
+def save_checkpoint(model, optimizer, folder, global_step):
+    path = folder / f"model-{global_step}"
+    save_official_checkpoint(_bare(model), path, global_step=global_step, optimizer=optimizer.state_dict())
+    return path
+
+
+def fit(config):
+    """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
+    from bts_data.dataset import BtsSamples, batch_indices
+    from torch_ref.data import make_loader
+
+    if config["load_weights_folder"]:
+        raise bts_config.ConfigError("load_weights_folder is a PaddleDepth folder; torch starts from "
+                                     "checkpoint_path (convert with conversion/paddle2torch.py)")
+    if config["synthetic"]:
+        config = bts_config.synthetic_tree(config)
+    torch.manual_seed(config["seed"])
+    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
+    if config["checkpoint_path"]:
+        load_official_checkpoint(model, config["checkpoint_path"])
+    device = device_of(config)
+    model.to(device)
+    optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
+
+    samples = BtsSamples(config)
+    loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
+                       num_workers=config["num_threads"])
+    steps_per_epoch = len(batch_indices(len(samples), config["batch_size"], config["seed"], epoch=0))
+    if steps_per_epoch == 0:
+        raise bts_config.ConfigError(f"batch_size {config['batch_size']} exceeds the {len(samples)} training samples")
+    total = config["num_epochs"] * steps_per_epoch
+    scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
+
+    folder = run_folder(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = LossLog(folder / LOSS_LOG)
+    bar = tqdm(total=total, desc="torch_ref train", dynamic_ncols=True, disable=None)
+    saved, last = [], {}
+
+    def on_step(record):
+        log.write(record)
+        last.update(record)
+        bar.update(1)
+        bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
+        done = record["step"] + 1
+        if config["save_freq"] and done % config["save_freq"] == 0 and done < total:
+            saved.append(save_checkpoint(model, optimizer, folder, done))
+
+    def on_epoch(epoch, global_step):
+        saved.append(save_checkpoint(model, optimizer, folder, global_step))
+
+    try:
+        steps = run_epochs(model, optimizer, scheduler, lambda epoch: make_loader(samples, epoch=epoch, **loader_args),
+                           config["num_epochs"], MIN_GT_DEPTH[config["dataset"]], on_step, on_epoch)
+    finally:
+        bar.close()
+        log.close()
+    return {"steps": steps, "last": last, "checkpoints": [str(p) for p in saved], "loss_log": str(log.path)}
+
+
+def main(argv=None) -> int:
+    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.", (CheckpointError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
