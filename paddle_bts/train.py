@@ -1,7 +1,7 @@
 """Official BTS training in Paddle; the mirror of torch_ref/train.py, name for name.
 
     python -m paddle_bts.train --config configs/bts_kitti.yaml [-o key=value ...]
-    python -m paddle.distributed.launch --gpus 0,1 -m paddle_bts.train --config ...   (data parallel)
+    python -m paddle.distributed.launch --gpus 0,1 paddle_bts/train.py --config ...   (data parallel)
 
 Same recipe as the official torch code, in Paddle's own terms: parameters frozen with
 `stop_gradient`; AdamW parameter groups (a list of dicts with their own `weight_decay`);
@@ -12,16 +12,21 @@ epoch, so its LR stayed near lr0). Checkpoints: PaddleDepth folders `weights_<st
 """
 import sys
 import time
+from pathlib import Path
 
-import paddle
-from tqdm import tqdm
+if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch does): import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import bts_config
-from bts_config import MIN_GT_DEPTH, LossLog, run_folder, staged_folder
-from paddle_bts.bn import bn_statistics
-from paddle_bts.bts import build_model, freeze_encoder
-from paddle_bts.checkpoint import WeightsError, load_weights, save_weights
-from paddle_bts.loss import silog_loss
+import paddle  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import bts_config  # noqa: E402
+from bts_spec import check_encoder  # noqa: E402
+from bts_config import MIN_GT_DEPTH, LossLog, run_folder, staged_folder  # noqa: E402
+from paddle_bts.bn import bn_statistics  # noqa: E402
+from paddle_bts.bts import build_model, freeze_encoder  # noqa: E402
+from paddle_bts.checkpoint import WeightsError, load_weights, save_weights  # noqa: E402
+from paddle_bts.loss import silog_loss  # noqa: E402
 
 POWER = 0.9
 OPTIMIZER_FILE = "adam.pdopt"
@@ -151,8 +156,8 @@ def fit(config):
         load_weights(model, config["load_weights_folder"])
     optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
     if size > 1:
-        # ResNet encoders carry an ImageNet head the forward never uses.
-        model = paddle.DataParallel(model, find_unused_parameters=True)
+        # ResNet encoders carry an ImageNet head the forward never uses; the other encoders use everything.
+        model = paddle.DataParallel(model, find_unused_parameters=check_encoder(config["encoder"]).family == "resnet")
 
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,

@@ -10,15 +10,19 @@ optimizer state and global_step); a loss log `loss_log_torch.csv`.
 """
 import sys
 import time
+from pathlib import Path
 
-import torch
-from tqdm import tqdm
+if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch does): import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import bts_config
-from bts_config import MIN_GT_DEPTH, LossLog, run_folder
-from torch_ref.bts import build_model, freeze_encoder
-from torch_ref.checkpoint import CheckpointError, load_official_checkpoint, save_official_checkpoint
-from torch_ref.loss import silog_loss
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import bts_config  # noqa: E402
+from bts_config import MIN_GT_DEPTH, LossLog, run_folder  # noqa: E402
+from torch_ref.bts import build_model, freeze_encoder  # noqa: E402
+from torch_ref.checkpoint import CheckpointError, load_official_checkpoint, save_official_checkpoint  # noqa: E402
+from torch_ref.loss import silog_loss  # noqa: E402
 
 POWER = 0.9
 LOSS_LOG = "loss_log_torch.csv"   # beside Paddle's when both train with one config
