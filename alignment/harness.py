@@ -73,7 +73,8 @@ def compare(ref, got, tol, scale=None, exact=None):
     a, b = ref64[both].ravel(), got64[both].ravel()
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     worst = int(np.argmax(diff - bound)) if diff.size else 0
-    ratio = diff / np.maximum(bound, np.finfo(np.float64).tiny) if diff.size else np.zeros(1)
+    with np.errstate(divide="ignore", invalid="ignore"):   # bound 0 (exact): any difference is inf x
+        ratio = np.where(diff > 0, diff / bound, 0.0) if diff.size else np.zeros(1)
     row.update({
         "over_bound": float(ratio.max()),   # worst |d| / bound: how loudly a tensor fails (< 1 passes)
         "max_abs": float(diff.max(initial=0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
@@ -157,7 +158,11 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
         for name, value in out.items():
             log.add(name, np.asarray(value))
         log.save(str(folder / f"{side}.npy"))
-    if not missing:
+    misshapen = [n for n in torch_out if n in paddle_out and np.shape(torch_out[n]) != np.shape(paddle_out[n])]
+    if missing or misshapen:   # ReprodDiffHelper would crash on, or silently transpose, these
+        (folder / "diff.txt").write_text(f"ReprodDiffHelper not run: {len(missing)} tensors on one side only, "
+                                         f"{len(misshapen)} with different shapes (first: {(missing + misshapen)[0]})\n")
+    else:
         _reprod_report(folder / "torch.npy", folder / "paddle.npy", folder, tol.atol)
     table.to_csv(folder / "table.csv")
     (folder / "table.md").write_text(table.to_markdown() + f"\n\nTolerance: {tol.why}\n")

@@ -74,6 +74,45 @@ def submodule_case(stage, layer, in_shape, seed=0):
     return Case(stage, f"{stage}-{layer}", run)
 
 
+def plane_equation_case():
+    """The L2 normalisation of plane normals, on normals of every length down to below its epsilon.
+
+    In the network the normals already have unit length, so a wrong epsilon (or axis) there changes
+    nothing measurable; here the lengths span 1e-14 .. 1e2, so both the epsilon and the axis show."""
+    def run():
+        rng = np.random.default_rng(5)
+        reduc = twins.seeded((2, 4, 8, 16), 5)
+        reduc[:, :3] *= 10.0 ** rng.uniform(-14, 2, (2, 1, 8, 16)).astype(np.float32)
+        t, p = _both(tbts.plane_equation, pbts.plane_equation, reduc)
+        return {"plane_equation": t}, {"plane_equation": p}, None, {}
+    return Case("reduction", "reduction-plane_equation", run)
+
+
+def bn_small_variance_case():
+    """Every decoder BN of the twins alone, with running variances spread over 1e-7 .. 1.
+
+    A trained network has channels of near-zero variance, where the BN epsilon (official 1.1e-5 on
+    the named BNs, 1e-5 inside aconv_sequence) sets the output scale; the seeded twins' calibrated
+    variances are too large for a wrong epsilon to show anywhere else."""
+    def run():
+        tm, pm = twins.twin_models(MODULE_ENCODER)
+        paddle_layers = dict(pm.decoder.named_sublayers())
+        torch_out, paddle_out = {}, {}
+        for name, module in tm.decoder.named_modules():
+            if not isinstance(module, torch.nn.BatchNorm2d):
+                continue
+            rng = np.random.default_rng(len(torch_out))
+            variance = (10.0 ** rng.uniform(-7, 0, module.num_features)).astype(np.float32)
+            x = twins.seeded((2, module.num_features, 4, 8), len(torch_out)) * np.sqrt(variance)[:, None, None]
+            t_bn, p_bn = copy.deepcopy(module), copy.deepcopy(paddle_layers[name])
+            t_bn.running_var.copy_(torch.from_numpy(variance))
+            p_bn._variance.set_value(variance)
+            t, p = _both(t_bn, p_bn, x)
+            torch_out[f"decoder.{name}"], paddle_out[f"decoder.{name}"] = t, p
+        return torch_out, paddle_out, None, {"order": list(torch_out)}
+    return Case("decoder", "decoder-bn_small_variance", run)
+
+
 def encoder_case(encoder):
     def run():
         tm, pm = twins.twin_models(encoder)
@@ -123,12 +162,12 @@ def model_case(encoder, dataset, size=None):
 
 CASES = ([lpg_case(r) for r in (8, 4, 2)]
          + [submodule_case("reduction", "reduc8x8", (2, 128, 8, 16)),
-            submodule_case("reduction", "reduc1x1", (2, 32, 64, 128))]
+            submodule_case("reduction", "reduc1x1", (2, 32, 64, 128)), plane_equation_case()]
          + [submodule_case("atrous", "daspp_3", (2, 256, 8, 16)),
             submodule_case("atrous", "daspp_12", (2, 512 + 128, 8, 16))]
          + [submodule_case("upconv", "upconv5", (2, 1024, 2, 4)), submodule_case("upconv", "upconv1", (2, 64, 32, 64))]
          + [encoder_case(e) for e in ENCODERS]
-         + [decoder_case(FLAGSHIP)]
+         + [decoder_case(FLAGSHIP), bn_small_variance_case()]
          + [model_case(e, "kitti") for e in ENCODERS]
          + [model_case(e, "nyu") for e in (FLAGSHIP, "resnet50_bts")])
 # Official training and test sizes (KITTI 352x704 crop, 352x1216 KB crop): Paddle eager needs ~10 s each.
@@ -146,9 +185,9 @@ def test_forward_stage(case):
 def run_forward(case):
     """Runs one forward case and writes its report (layer table and plots for `model`); returns the Result."""
     torch_out, paddle_out, scales, meta = case.run()
-    rows, exact = meta.pop("layers", None), meta.pop("exact", None)
+    rows, exact, order = meta.pop("layers", None), meta.pop("exact", None), meta.pop("order", None)
     result = run_case(case.stage, case.id, torch_out, paddle_out, TOLERANCES[case.stage], scales=scales,
-                      meta={**meta, **environment(*twins.devices())}, exact=exact)
+                      meta={**meta, **environment(*twins.devices())}, exact=exact, order=order)
     if rows is not None:
         import pandas as pd
         pd.DataFrame(rows).to_csv(result.folder / "layers.csv", index=False)

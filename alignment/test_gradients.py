@@ -55,8 +55,10 @@ def run_backward(encoder, dtype="float32"):
     # switches. In train mode, BN over 2x64x128 batches leaves deep channels 64 values and the gradients
     # differed up to 65x torch's own fp32-vs-fp64 error; train mode is covered by `train_mode` and `train`.
     tm, pm = twins.build_twins(encoder)
-    frozen_t, frozen_p = torch_ref.freeze_encoder(tm), paddle_bts.freeze_encoder(pm)
-    assert sorted(paddle_param_name(n, encoder) for n in frozen_t) == sorted(frozen_p)
+    # Frozen sets are compared through the gradients: one frozen in one framework only has a gradient
+    # on one side only, which fails as a shape mismatch at that parameter.
+    frozen_t = torch_ref.freeze_encoder(tm)
+    paddle_bts.freeze_encoder(pm)
     x, gt = twins.photographs(INPUT[2], INPUT[3]), ground_truth()
     exact = torch_gradients(copy.deepcopy(tm).double(), x, gt) if dtype == "float32" else None
     if dtype == "float64":

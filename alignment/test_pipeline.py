@@ -42,10 +42,11 @@ def flat(batches):
             for k, v in b.items()}
 
 
-@pytest.mark.parametrize("case,dataset,mode,n,without_gt,batch_size,seed,epoch,shuffle", DATA_CASES,
-                         ids=[c[0] for c in DATA_CASES])
-def test_data_stage(tmp_path, case, dataset, mode, n, without_gt, batch_size, seed, epoch, shuffle):
-    tree = write_tree(tmp_path, dataset, n, seed=11, without_gt=without_gt)
+def run_data(root, case):
+    """Both loaders' batches for DATA_CASES entry `case` on a tree written under `root`; returns the Result,
+    the batches per framework, the direct BtsSamples batches and what the loaders were given."""
+    _, dataset, mode, n, without_gt, batch_size, seed, epoch, shuffle = next(c for c in DATA_CASES if c[0] == case)
+    tree = write_tree(root, dataset, n, seed=11, without_gt=without_gt)
     samples = BtsSamples(tree.config(mode))
     drop_last = mode == "train"
     loaders = {
@@ -56,7 +57,15 @@ def test_data_stage(tmp_path, case, dataset, mode, n, without_gt, batch_size, se
     indices = batch_indices(n, batch_size, seed, epoch, shuffle=shuffle, drop_last=drop_last)
     direct = [collate([samples.sample(i, epoch, seed) for i in batch]) for batch in indices]
     result = run_case("data", case, flat(batches["torch"]), flat(batches["paddle"]), TOLERANCES["data"],
-                      meta={**environment(*twins.devices()), "indices": indices, "seed": seed, "epoch": epoch})
+                      meta={**environment(*twins.devices()), "indices": indices, "seed": seed, "epoch": epoch},
+                      order=list(flat(batches["torch"])))
+    return result, batches, direct, (samples, batch_size, seed, epoch, mode)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in DATA_CASES])
+def test_data_stage(tmp_path, case):
+    result, batches, direct, (samples, batch_size, seed, epoch, mode) = run_data(tmp_path, case)
+    indices = result.meta["indices"]
     assert result.passed, result.failure_message()
     assert len(batches["torch"]) == len(indices) > 0
     for torch_batch, paddle_batch, expected in zip(batches["torch"], batches["paddle"], direct):

@@ -208,7 +208,7 @@ def run_lr():
     result = run_case("lr", case, torch_out, paddle_out, TOLERANCES["lr"],
                       tolerances={"logged - used (within framework)": TOLERANCES["lr"]},
                       meta={**environment(), "lr0": LR0, "end lr": 0.1 * LR0,
-                            "total steps": LR_EPOCHS * LR_STEPS_PER_EPOCH})
+                            "total steps": LR_EPOCHS * LR_STEPS_PER_EPOCH}, order=list(torch_out))
     _plot_lr(torch_out, paddle_out, result.folder / "lr.png", case)
     return result, torch_out, paddle_out
 
