@@ -187,3 +187,11 @@ def collate(samples):
     if present:
         batch["depth"] = np.stack([d if d is not None else np.zeros_like(present[0]) for d in depths])
     return batch
+
+
+def with_ground_truth(indexed_predictions, samples):
+    """(prediction, full-size ground truth) pairs, leaving out images without ground truth (as official)."""
+    for index, pred in indexed_predictions:
+        gt = samples.ground_truth(index)
+        if gt is not None:
+            yield pred, gt

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bts_data import DataError
 from conversion.convert import ConversionError
 from paddle_bts import WeightsError
 from torch_ref import CheckpointError
@@ -29,7 +30,7 @@ class VerificationFailed(RuntimeError):
     """A check failed: outputs beyond tolerance, or files that differ from their manifest."""
 
 
-BAD_INPUT = (InputError, CheckpointError, WeightsError, ConversionError)
+BAD_INPUT = (InputError, CheckpointError, WeightsError, ConversionError, DataError)
 
 
 def say_error(message):

@@ -14,7 +14,7 @@ import sys
 
 import paddle
 
-from bts_data import DataError, batch_indices
+from bts_data import DataError, batch_indices, with_ground_truth
 from bts_data import cli as shared
 from bts_spec import METRIC_NAMES
 from paddle_bts import metrics
@@ -40,14 +40,6 @@ def predictions(model, samples, flip_average=False, batch_size=1):
         except ValueError as e:   # check_input_size: not a multiple of 32
             raise DataError(f"{samples.image_path(indices[0])}: {e}") from None
         yield from zip(indices, depth)
-
-
-def with_ground_truth(indexed_predictions, samples):
-    """(prediction, full-size ground truth) pairs, leaving out images without ground truth (as official)."""
-    for index, pred in indexed_predictions:
-        gt = samples.ground_truth(index)
-        if gt is not None:
-            yield pred, gt
 
 
 def score(pairs, dataset, crop, kb_crop, min_depth=1e-3, max_depth=None):
@@ -111,14 +103,8 @@ def command(args):
 
 
 def main(argv=None) -> int:
-    from conversion.cli import InputError, run_command
-
-    def guarded(args):
-        try:
-            command(args)
-        except DataError as e:
-            raise InputError(str(e)) from None
-    return run_command(guarded, parse_args(argv))
+    from conversion.cli import run_command   # bad input (DataError included): one line, exit 2
+    return run_command(command, parse_args(argv))
 
 
 if __name__ == "__main__":

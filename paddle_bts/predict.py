@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import paddle
 
-from bts_data import DataError
 from bts_data import cli as shared
 
 
@@ -50,14 +49,8 @@ def command(args):
 
 
 def main(argv=None) -> int:
-    from conversion.cli import InputError, run_command
-
-    def guarded(args):
-        try:
-            command(args)
-        except DataError as e:
-            raise InputError(str(e)) from None
-    return run_command(guarded, parse_args(argv))
+    from conversion.cli import run_command   # bad input (DataError included): one line, exit 2
+    return run_command(command, parse_args(argv))
 
 
 if __name__ == "__main__":
