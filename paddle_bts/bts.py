@@ -20,6 +20,7 @@ def batch_norm(channels, eps=DECODER_BN_EPS):
     return _batch_norm(channels, torch_momentum=DECODER_BN_MOMENTUM, eps=eps)
 
 
+@paddle.jit.not_to_static   # plain Python while tracing: its branches depend on Python values only
 def resize_nearest(x, ratio):
     """F.interpolate(x, scale_factor=ratio, mode="nearest") for ratio = r or 1 / r, r an integer.
 
@@ -35,6 +36,9 @@ def resize_nearest(x, ratio):
         r = int(ratio)
         assert r == ratio, f"integer upsampling only, got {ratio}"
         tiled = x.unsqueeze([3, 5]).expand([-1, -1, -1, r, -1, r])    # N, C, H, r, W, r
+        _, c, h, w = x.shape
+        if h > 0 and w > 0:   # an export's fixed H x W: one reshape (oneDNN copies at each of two flattens)
+            return tiled.reshape([-1, c, h * r, w * r])
         return tiled.flatten(2, 3).flatten(3, 4)
     r = int(round(1 / ratio))
     assert r * ratio == 1, f"downsampling by 1 / integer only, got {ratio}"
