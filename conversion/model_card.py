@@ -42,6 +42,26 @@ def _parity_section(verification):
             f"Verdict: **{'pass' if verification['passed'] else 'FAIL'}** ({verification['seconds']:.1f} s).\n")
 
 
+def _deploy_section(inference):
+    """The exported Paddle Inference program, if torch2paddle.py was given --export-inference."""
+    if not inference:
+        return ""
+    inputs = ", ".join(f"`{i['name']}` {' x '.join('N' if d is None else str(d) for d in i['shape'])}"
+                       for i in inference["input_spec"])
+    focal = "" if len(inference["input_spec"]) > 1 else " (an NYU program never reads focal: it takes the image only)"
+    return f"""## Paddle Inference
+
+{' + '.join(f'`{n}`' for n in inference['files'])}: {inference['program']} from paddle {inference['paddle']},
+traced from these weights for inputs {inputs} (N: any batch size){focal}; outputs as above.
+
+```python
+from paddle_bts.inference import InferenceModel
+outputs = InferenceModel("<this folder>")(image, focal)   # CPU with oneDNN; device="gpu" for a GPU
+```
+
+"""
+
+
 def model_card(manifest, weight_files):
     m, conv, source = manifest, manifest["conversion"], manifest["source"]
     focal = " (final depth scaled by focal / 715.0873)" if m["dataset"] == "kitti" else ""
@@ -79,7 +99,7 @@ depth_8x8, depth_4x4, depth_2x2, reduc1x1, final_depth = model(image, focal)
 {IMAGENET_STD}), H and W multiples of 32; `focal`: N focal lengths in pixels. PaddleDepth:
 `set_state_dict(paddle.load(...))` on its encoder and depth decoder (it only warns on missing keys).
 
-## Parity with the source
+{_deploy_section(m.get('inference'))}## Parity with the source
 
 {_parity_section(m['verification'])}
 ## Conversion

@@ -4,8 +4,10 @@
     python conversion/torch2paddle.py          # no arguments: converts a seeded densenet161_bts (a demo)
 
 Writes DIR/encoder.pdparams, DIR/depth.pdparams (PaddleDepth's layout), DIR/manifest.json and
-DIR/README.md, all into a temporary folder next to DIR that becomes DIR only once everything,
-verification included, has succeeded. Exit codes: 0 done, 1 verification failed, 2 bad input/output.
+DIR/README.md (with --export-inference HxW also DIR/inference.json + inference.pdiparams: a Paddle
+Inference program for HxW images, any batch size, exported from the written weights), all into a
+temporary folder next to DIR that becomes DIR only once everything, verification included, has succeeded.
+Exit codes: 0 done, 1 verification failed, 2 bad input/output.
 """
 import argparse
 import sys
@@ -24,12 +26,17 @@ from conversion.cli import (InputError, VerificationFailed, progress, refuse_exi
                             staged_outputs)
 from conversion.convert import ConversionError, torch_to_paddle  # noqa: E402
 from conversion.diagnose import describe_torch_source  # noqa: E402
+from conversion.export import export_inference, parse_size  # noqa: E402
 from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,  # noqa: E402
                                  write_manifest)
 from conversion.model_card import markdown, model_card, parity_table  # noqa: E402
 from conversion.paddle_files import write_parts  # noqa: E402
 from conversion.seeded import save_seeded_checkpoint  # noqa: E402
 from conversion.verify import CRITERION, verification_inputs, verify  # noqa: E402
+
+# After `conversion`, whose __init__ silences paddle's import-time ccache warning (one stderr line on error).
+import paddle  # noqa: E402, I100
+import paddle_bts  # noqa: E402, I100
 
 DEFAULT_ENCODER = "densenet161_bts"   # the flagship (official README's best KITTI model)
 
@@ -56,6 +63,9 @@ def parse_args(argv):
     parser.add_argument("--dataset", choices=DATASETS, default="kitti",
                         help="kitti scales the final depth by focal / 715.0873 (default kitti)")
     parser.add_argument("--force", action="store_true", help="replace DIR (only after success)")
+    parser.add_argument("--export-inference", metavar="HxW",
+                        help="also export a Paddle Inference program for HxW input, any batch size, e.g. 352x704 "
+                             "(default: off)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip comparing torch_ref and paddle_bts outputs")
     args = parser.parse_args(argv)
@@ -68,6 +78,24 @@ def parameter_count(parts):
     """Learnable parameters as torch counts them: Paddle's BN running statistics are not parameters."""
     return sum(a.size for state in parts.values() for k, a in state.items()
                if not k.endswith(("._mean", "._variance")))
+
+
+def export_size(args):
+    """(H, W) of --export-inference, or None; InputError (exit 2) for a bad value, before any work."""
+    if args.export_inference is None:
+        return None
+    try:
+        return parse_size(args.export_inference)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def export_from_files(folder, args, size):
+    """Exports paddle_bts loaded strictly from the weight files just written: what ships is what is exported."""
+    with paddle.LazyGuard():     # no random init for weights that load_weights replaces
+        model = paddle_bts.BtsModel(args.encoder, args.max_depth, args.dataset)
+    paddle_bts.load_weights(model, str(folder))
+    return export_inference(model, folder, *size)
 
 
 def run_verification(state, folder, args):
@@ -95,6 +123,7 @@ def read_and_convert(args):
 def convert_checkpoint(args, source_note=None):
     """The whole conversion; raises the errors cli.run_command turns into exit codes."""
     output, checkpoint = args.output.absolute(), args.checkpoint.absolute()
+    size = export_size(args)
     if args.force and output in checkpoint.parents:
         raise InputError(f"{args.output} holds the source checkpoint; --force would delete it")
     with staged_outputs([output], args.force, folder=True) as (staging,), ThreadPoolExecutor(1) as hasher:
@@ -113,6 +142,10 @@ def convert_checkpoint(args, source_note=None):
                            "seconds": round(time.perf_counter() - start, 2)},
             "verification": run_verification(state, staging, args) if args.verify else {"skipped": "--no-verify"},
         }
+        if size is not None:
+            manifest["inference"] = export_from_files(staging, args, size)
+            files.update({name: {"bytes": manifest["inference"]["bytes"][name], "sha256": digest}
+                          for name, digest in manifest["inference"]["sha256"].items()})
         (staging / "README.md").write_text(model_card(manifest, files), encoding="utf-8")
         manifest["files"]["README.md"] = file_entry(staging / "README.md")
         write_manifest(staging, manifest)
@@ -149,6 +182,7 @@ def run_default(args):
     """No --checkpoint: a seeded torch_ref model saved in the official format, converted, verified."""
     args.encoder = args.encoder or DEFAULT_ENCODER
     args.output = args.output or Path("out") / args.encoder
+    export_size(args)
     refuse_existing(args.output, args.force)   # before minutes of work; checked again at the end
     with tempfile.TemporaryDirectory(prefix="bts-seeded-") as tmp:
         args.checkpoint = Path(tmp) / "model"
