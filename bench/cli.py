@@ -1,0 +1,235 @@
+"""Side-by-side speed of BTS in torch and Paddle: python -m bench [options]
+
+Default: BTS-densenet161 forward latency (batch 1) at 352x704 and 352x1216 and the train step (batch 2,
+352x704) for torch eager, Paddle eager as imported, Paddle eager with paddle_bts.runtime.configure()
+(the training default), Paddle Inference (oneDNN; forward only), and where a CUDA device exists torch
+on CUDA with TF32 off and on, Paddle on GPU eager and through Paddle Inference. `--paddle-study` instead
+times the Paddle train step under each runtime setting (threads, MKL's CPU dispatch, oneDNN in dygraph,
+to_static training).
+
+Every backend runs in a worker process of its own (bench/worker.py), one after the other, in this one
+command run; warm-up calls are not timed; the median of the timed calls is reported with its spread
+(min-max and interquartile). The machine's load average is recorded before each task: on a shared
+machine, compare ratios from one run, never figures from different runs.
+Writes OUT/bench.md, bench.csv, bench.png (or paddle_study.*). Exit codes: 0 done, 2 bad arguments.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bts_spec import ENCODERS, INPUT_MULTIPLE
+
+REPO = Path(__file__).resolve().parents[1]
+TORCH_CPU = "torch eager cpu"
+
+
+class BenchError(ValueError):
+    """Bad arguments; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    key: str
+    label: str
+    framework: str              # torch | paddle
+    device: str                 # cpu | cuda | gpu
+    mode: str = "eager"         # eager | inference | to_static
+    trains: bool = True         # inference backends have no train step
+    tf32: bool = False
+    runtime: dict = None        # paddle_bts.runtime.configure(**runtime); None: Paddle as imported
+    torch_running_var: bool = True   # False: Paddle's own BN variance update (to_static cannot trace the hook)
+    env: dict = field(default_factory=dict)
+
+
+def main_backends():
+    return [
+        Backend("torch-cpu", TORCH_CPU, "torch", "cpu"),
+        Backend("paddle-cpu-default", "paddle eager cpu (as imported)", "paddle", "cpu"),
+        Backend("paddle-cpu", "paddle eager cpu (runtime.configure)", "paddle", "cpu", runtime={}),
+        Backend("paddle-inference-cpu", "paddle inference cpu (oneDNN)", "paddle", "cpu", mode="inference",
+                trains=False),
+        Backend("torch-cuda", "torch eager cuda (TF32 off)", "torch", "cuda"),
+        Backend("torch-cuda-tf32", "torch eager cuda (TF32 on)", "torch", "cuda", tf32=True),
+        Backend("paddle-gpu", "paddle eager gpu", "paddle", "gpu", env={"NVIDIA_TF32_OVERRIDE": "0"}),
+        Backend("paddle-inference-gpu", "paddle inference gpu", "paddle", "gpu", mode="inference", trains=False,
+                env={"NVIDIA_TF32_OVERRIDE": "0"}),
+    ]
+
+
+def study_backends():
+    """Part 4: each Paddle CPU setting alone and combined, for the train step (torch as the yardstick)."""
+    off = {"threads": 1, "mkl_cpu_type": None, "onednn": False}
+    return [
+        Backend("torch-cpu", TORCH_CPU, "torch", "cpu"),
+        Backend("default", "paddle: as imported", "paddle", "cpu"),
+        Backend("threads", "paddle: threads = cores", "paddle", "cpu", runtime={**off, "threads": None}),
+        Backend("mkl", "paddle: MKL_DEBUG_CPU_TYPE=5", "paddle", "cpu", runtime={**off, "mkl_cpu_type": "5"}),
+        Backend("onednn", "paddle: oneDNN in dygraph", "paddle", "cpu", runtime={**off, "onednn": True}),
+        # paddle_bts's torch-like BN variance update is a hook calling set_value, which a static graph cannot
+        # trace ('pir.Value' object has no attribute 'set_value'); to_static is timed with Paddle's own update.
+        Backend("to_static", "paddle: to_static training (Paddle BN var)", "paddle", "cpu", mode="to_static",
+                torch_running_var=False),
+        Backend("threads+mkl", "paddle: threads + MKL type", "paddle", "cpu",
+                runtime={"threads": None, "mkl_cpu_type": "5", "onednn": False}),
+        Backend("threads+mkl+onednn", "paddle: threads + MKL type + oneDNN", "paddle", "cpu",
+                runtime={"threads": None, "mkl_cpu_type": "5", "onednn": True}),
+        # What paddle_bts's torch-like BN variance hook costs (it re-reads every BN input: paddle.var).
+        Backend("threads+mkl-bnhook", "paddle: threads + MKL type, Paddle BN var (no hook)", "paddle", "cpu",
+                runtime={"threads": None, "mkl_cpu_type": "5", "onednn": False}, torch_running_var=False),
+        Backend("threads+mkl+to_static", "paddle: threads + MKL type + to_static (Paddle BN var)", "paddle", "cpu",
+                mode="to_static", runtime={"threads": None, "mkl_cpu_type": "5", "onednn": False},
+                torch_running_var=False),
+        Backend("threads+mkl+onednn+to_static", "paddle: threads + MKL type + oneDNN + to_static (Paddle BN var)",
+                "paddle", "cpu", mode="to_static", runtime={"threads": None, "mkl_cpu_type": "5", "onednn": True},
+                torch_running_var=False),
+    ]
+
+
+def parse_size(text):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BenchError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 352x704") from None
+    if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise BenchError(f"size {text}: height and width must be positive multiples of {INPUT_MULTIPLE}")
+    return h, w
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="352x704,352x1216", help="forward sizes HxW, comma-separated "
+                        "(batch 1; default 352x704,352x1216; 'none' for none)")
+    parser.add_argument("--train-size", default="352x704", help="train-step size HxW (default 352x704; 'none' skips)")
+    parser.add_argument("--train-batch", type=int, default=2, help="train-step batch (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per task (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    parser.add_argument("--max-seconds", type=float, default=300.0,
+                        help="stop repeating a task after this long, with at least 3 timed calls (default 300)")
+    parser.add_argument("--encoder", choices=ENCODERS, default="densenet161_bts", metavar="NAME")
+    parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="cpu: CPU only; cuda: also CUDA (must exist); auto: CUDA where available (default)")
+    parser.add_argument("--paddle-device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="cpu: CPU only; gpu: also GPU (must exist); auto: GPU where available (default)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: all cores)")
+    parser.add_argument("--backends", default=None,
+                        help="comma-separated subset of backend keys (see bench.md's key column)")
+    parser.add_argument("--paddle-study", action="store_true",
+                        help="time the Paddle train step under each runtime setting instead")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench", help="report folder (default reports/bench)")
+    return parser.parse_args(argv)
+
+
+def cuda_devices():
+    """(torch sees CUDA, Paddle has a GPU), asked in a child so this process never loads CUDA itself."""
+    code = ("import json, torch, paddle; print(json.dumps([torch.cuda.is_available(), "
+            "paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1])) if out.returncode == 0 else (False, False)
+
+
+def choose_backends(args):
+    backends = study_backends() if args.paddle_study else main_backends()
+    both_cpu = args.torch_device == "cpu" and args.paddle_device == "cpu"
+    torch_cuda, paddle_gpu = (False, False) if both_cpu else cuda_devices()
+    if args.torch_device == "cuda" and not torch_cuda:
+        raise BenchError("--torch-device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
+    if args.paddle_device == "gpu" and not paddle_gpu:
+        raise BenchError("--paddle-device gpu: this Paddle has no GPU (paddle.device.is_compiled_with_cuda())")
+    skipped = {}
+    chosen = []
+    for b in backends:
+        if b.device == "cuda" and (args.torch_device == "cpu" or not torch_cuda):
+            skipped[b.key] = "--torch-device cpu" if args.torch_device == "cpu" else "no CUDA device for torch"
+        elif b.device == "gpu" and (args.paddle_device == "cpu" or not paddle_gpu):
+            skipped[b.key] = "--paddle-device cpu" if args.paddle_device == "cpu" else "Paddle has no GPU"
+        else:
+            chosen.append(b)
+    if args.backends:
+        wanted = [k.strip() for k in args.backends.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in {b.key for b in backends}]
+        if unknown:
+            raise BenchError(f"--backends: unknown {unknown[0]!r}; choose from {', '.join(b.key for b in backends)}")
+        chosen = [b for b in chosen if b.key in wanted]
+    return chosen, skipped
+
+
+def run_worker(backend, args, sizes, train):
+    spec = {"label": backend.label, "key": backend.key, "framework": backend.framework,
+            "device": backend.device, "mode": backend.mode, "tf32": backend.tf32, "runtime": backend.runtime,
+            "env": backend.env, "torch_running_var": backend.torch_running_var, "encoder": args.encoder, "sizes": sizes if backend.mode != "to_static" else [],
+            "train": train if backend.trains else None, "warmup": args.warmup, "repeats": args.repeats,
+            "max_seconds": args.max_seconds, "threads": args.threads or len(os.sched_getaffinity(0))}
+    if not spec["sizes"] and not spec["train"]:
+        return []
+    env = {**os.environ, **backend.env, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with tempfile.TemporaryDirectory(prefix="bts-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "rows.json"
+        spec_path.write_text(json.dumps(spec))
+        done = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+                              cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            lines = [l for l in done.stderr.splitlines() if l.strip()]
+            return [{"backend": backend.label, "task": "(failed)", "kind": "error",
+                     "error": lines[-1] if lines else f"exit {done.returncode}"}]
+        rows = json.loads(out_path.read_text())
+    return [{**r, "key": backend.key} for r in rows]
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                  if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpu": model, "cores available": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def bench(args):
+    sizes = [] if args.sizes.lower() == "none" else [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    train = None if args.train_size.lower() == "none" else {"batch": args.train_batch, "size": parse_size(args.train_size)}
+    if args.paddle_study:
+        sizes = []   # the study times the train step
+        if train is None:
+            raise BenchError("--paddle-study times the train step: give a --train-size")
+    if args.repeats < 1 or args.warmup < 0 or args.train_batch < 1:
+        raise BenchError("--repeats and --train-batch must be >= 1, --warmup >= 0")
+    backends, skipped = choose_backends(args)
+    started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
+    print(f"bench: {len(backends)} backends, {args.encoder}, sizes {sizes}, train {train}; load {started['load'][0]:.2f}",
+          flush=True)
+    rows = []
+    for backend in backends:
+        rows += run_worker(backend, args, sizes, train)
+    from bench.report import write_reports
+    meta = {"encoder": args.encoder, "started": started["time"], "load_start": started["load"],
+            "load_end": os.getloadavg(), "warmup": args.warmup, "repeats": args.repeats,
+            "max_seconds": args.max_seconds, "skipped": skipped, **machine(), **versions()}
+    paths = write_reports(rows, meta, args.out, "paddle_study" if args.paddle_study else "bench")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return rows
+
+
+def versions():
+    from importlib import metadata
+    out = {}
+    for name in ("torch", "paddlepaddle", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        bench(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

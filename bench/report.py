@@ -1,0 +1,106 @@
+"""bench.md, bench.csv and bench.png from the workers' rows (tables from pandas, the chart from matplotlib)."""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.cli import TORCH_CPU
+
+GOALS = {"paddle inference cpu (oneDNN)": ("forward 1x3x352x704", 0.7)}   # issue 7: <= 0.7 x torch eager
+
+
+def frame(rows):
+    table = pd.DataFrame([r for r in rows if r.get("kind") != "error"])
+    if table.empty:
+        return table
+    torch_median = table[table["backend"] == TORCH_CPU].set_index("task")["median_s"]
+    table["x torch cpu"] = [row.median_s / torch_median[row.task] if row.task in torch_median else float("nan")
+                            for row in table.itertuples()]
+    return table
+
+
+def _shown(table):
+    shown = pd.DataFrame({
+        "backend": table["backend"], "key": table["key"], "task": table["task"],
+        "median (s)": table["median_s"].map("{:.3f}".format),
+        "min-max (s)": [f"{a:.3f}-{b:.3f}" for a, b in zip(table["min_s"], table["max_s"])],
+        "IQR (s)": [f"{a:.3f}-{b:.3f}" for a, b in zip(table["p25_s"], table["p75_s"])],
+        "runs": table["repeats"],
+        "x torch eager cpu": table["x torch cpu"].map(lambda v: "" if v != v else f"{v:.2f}"),
+        "peak RSS (MB)": table["peak_rss_mb"], "RSS growth (MB)": table["peak_above_start_mb"],
+        "load before": table["load_before"].map("{:.2f}".format),
+    })
+    if "device_peak_mb" in table:
+        shown["device peak (MB)"] = table["device_peak_mb"]
+    return shown.sort_values(["task", "backend"], kind="stable")
+
+
+def goal_lines(table):
+    lines = []
+    for backend, (task, goal) in GOALS.items():
+        hit = table[(table["backend"] == backend) & (table["task"] == task)]
+        if len(hit) and hit["x torch cpu"].iloc[0] == hit["x torch cpu"].iloc[0]:
+            ratio = hit["x torch cpu"].iloc[0]
+            lines.append(f"- {backend}, {task}: **{ratio:.2f} x** torch eager "
+                         f"(goal <= {goal}: {'met' if ratio <= goal else 'missed'})")
+    train = table[table["kind"] == "train step"]
+    for _, row in train[train["backend"] != TORCH_CPU].iterrows():
+        if row["x torch cpu"] == row["x torch cpu"]:
+            lines.append(f"- {row['backend']}, {row['task']}: {row['x torch cpu']:.2f} x torch eager")
+    return lines
+
+
+def chart(table, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = list(dict.fromkeys(table["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1, 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = table[table["task"] == task]
+        y = range(len(part))
+        ax.barh(y, part["median_s"], xerr=[part["median_s"] - part["min_s"], part["max_s"] - part["median_s"]],
+                color=["#4c72b0" if b.startswith("torch") else "#dd8452" for b in part["backend"]], capsize=3)
+        ax.set_yticks(list(y), part["backend"], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds (median, min-max), log scale")
+        ax.set_title(task, fontsize=10)
+        for i, v in zip(y, part["median_s"]):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(rows, meta, folder, name):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = frame(rows)
+    errors = [r for r in rows if r.get("kind") == "error"]
+    csv, md, png = folder / f"{name}.csv", folder / f"{name}.md", folder / f"{name}.png"
+    table.to_csv(csv, index=False)
+    head = (f"# BTS speed: {meta['encoder']} ({name})\n\n"
+            f"Run {meta['started']} on {meta['cpu']} ({meta['cores available']} cores available); torch "
+            f"{meta['torch']}, paddlepaddle {meta['paddlepaddle']}. Load average (1 min) at start "
+            f"{meta['load_start'][0]:.2f}, at end {meta['load_end'][0]:.2f}; each task's own in `load before`.\n"
+            f"Each backend in a worker process of its own; {meta['warmup']} untimed warm-up call(s), then up to "
+            f"{meta['repeats']} timed calls (at least 3 where a task passes {meta['max_seconds']:g} s). Peak RSS: "
+            f"the worker's resident-set high-water mark over the task (warm-up included); RSS growth: that peak "
+            f"minus the RSS before the task (model, weights and export already loaded).\n")
+    parts = [head]
+    if len(table):
+        parts += ["## Results\n", _shown(table).to_markdown(index=False), ""]
+        goals = goal_lines(table)
+        if goals:
+            parts += ["## Ratios (same run)\n", "\n".join(goals), ""]
+        chart(table, png, f"{meta['encoder']}: {name} ({meta['started']}, load {meta['load_start'][0]:.2f})")
+    if meta["skipped"]:
+        parts += ["## Not run\n", "\n".join(f"- `{k}`: {why}" for k, why in meta["skipped"].items()), ""]
+    if errors:
+        parts += ["## Failed\n", "\n".join(f"- {r['backend']}: {r['error']}" for r in errors), ""]
+    parts += ["## Settings\n", "```json", json.dumps({k: v for k, v in meta.items() if k != "skipped"}, indent=1,
+                                                     default=str), "```", ""]
+    md.write_text("\n".join(parts))
+    return [md, csv] + ([png] if len(table) else [])

@@ -1,0 +1,150 @@
+"""The deploy path and the benchmark as a user meets them: --export-inference, the Paddle Inference runner,
+the static-graph nearest resize, paddle_bts.runtime and `python -m bench` end to end on a tiny size.
+
+mobilenetv2_bts at 64x128 throughout: the smallest encoder at the smallest size BTS accepts.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import pytest
+from paddle.static import InputSpec
+
+import paddle_bts
+import paddle_bts.runtime
+from alignment.harness import compare
+from alignment.tolerances import TOLERANCES
+from bench import cli as bench_cli
+from bts_spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
+from conversion import torch2paddle
+from conversion.export import export_inference
+from conversion.manifest import sha256_file
+from conversion.seeded import save_seeded_checkpoint
+from paddle_bts.bts import resize_nearest
+from paddle_bts.inference import InferenceModel
+
+ENCODER = "mobilenetv2_bts"
+SIZE = (64, 128)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_error_line(capsys, *fragments):
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(f in lines[0] for f in fragments), lines[0]
+
+
+def test_export_inference_writes_program_and_manifest_entry(tmp_path, capsys):
+    checkpoint = save_seeded_checkpoint(ENCODER, tmp_path / "model")
+    output = tmp_path / "paddle"
+    argv = ["--checkpoint", str(checkpoint), "--encoder", ENCODER, "--output", str(output), "--no-verify",
+            "--export-inference", "64x128"]
+    assert torch2paddle.main(argv) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    inference = manifest["inference"]
+    assert inference["files"] == ["inference.json", "inference.pdiparams"]   # Paddle 3.3.1 writes a PIR program
+    for name in inference["files"]:
+        assert inference["sha256"][name] == sha256_file(output / name) == manifest["files"][name]["sha256"]
+        assert inference["bytes"][name] == (output / name).stat().st_size
+    assert inference["input_spec"] == [{"name": "image", "shape": [None, 3, 64, 128], "dtype": "float32"},
+                                       {"name": "focal", "shape": [None], "dtype": "float32"}]
+    assert inference["outputs"] == list(OUTPUT_NAMES)
+    assert "## Paddle Inference" in (output / "README.md").read_text()
+    # what was exported runs, from the weights that were written
+    outputs = InferenceModel(output)(np.zeros((1, 3, *SIZE), np.float32), np.array([KITTI_FOCAL], np.float32))
+    assert [o.shape for o in outputs.values()] == [(1, 1, *SIZE)] * 5
+    assert all(np.isfinite(o).all() for o in outputs.values())
+
+
+@pytest.mark.parametrize("value", ["65x128", "64x100", "0x128", "big", "64x", "64*128"])
+def test_bad_export_size_is_one_line_exit_2_before_any_work(value, tmp_path, capsys):
+    output = tmp_path / "out"
+    argv = ["--checkpoint", str(tmp_path / "missing"), "--encoder", ENCODER, "--output", str(output),
+            "--export-inference", value]
+    assert torch2paddle.main(argv) == 2
+    one_error_line(capsys, "--export-inference")   # reported before the missing checkpoint: checked first
+    assert not output.exists()
+
+
+@pytest.fixture(scope="module")
+def eager_model():
+    paddle.seed(0)
+    return paddle_bts.build_model(ENCODER).eval()
+
+
+def images(batch, seed=1):
+    return np.random.default_rng(seed).standard_normal((batch, 3, *SIZE), dtype=np.float32)
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "native"])
+def test_inference_runner_equals_paddle_eager(eager_model, tmp_path, onednn):
+    export_inference(eager_model, tmp_path, *SIZE)
+    assert type(eager_model.forward).__name__ == "method"     # exporting leaves the model eager
+    runner = InferenceModel(tmp_path, onednn=onednn)
+    x, focal = images(3), np.array([KITTI_FOCAL, NYU_FOCAL, 300.0], np.float32)   # batch 3: the batch is dynamic
+    got = runner(x, focal)
+    with paddle.no_grad():
+        want = dict(zip(OUTPUT_NAMES, (o.numpy() for o in eager_model(paddle.to_tensor(x), paddle.to_tensor(focal)))))
+    for name in OUTPUT_NAMES:
+        row = compare(want[name], got[name], TOLERANCES["model"])
+        assert row["passed"], (name, row)
+    assert not np.allclose(got["final_depth"][0], got["final_depth"][1])   # focal scaling per sample
+
+
+def test_nyu_program_takes_the_image_only(tmp_path):
+    model = paddle_bts.build_model(ENCODER, dataset="nyu").eval()
+    info = export_inference(model, tmp_path, *SIZE)
+    assert [s["name"] for s in info["input_spec"]] == ["image"]
+    runner = InferenceModel(tmp_path)
+    assert runner.input_names == ["image"]
+    assert runner(images(2), np.array([1.0, 2.0], np.float32))["final_depth"].shape == (2, 1, *SIZE)
+
+
+class Resizes(nn.Layer):
+    def forward(self, x):
+        return [resize_nearest(x, r) for r in (2, 8, 0.25, 0.5)]
+
+
+def test_resize_nearest_static_form_is_bit_identical_and_has_no_nearest_interp():
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 64), dtype=np.float32)
+    static = paddle.jit.to_static(Resizes(), input_spec=[InputSpec([None, 3, 32, 64], "float32", "x")],
+                                  full_graph=True)
+    for r, got in zip((2, 8, 0.25, 0.5), static(paddle.to_tensor(x))):
+        want = F.interpolate(paddle.to_tensor(x), scale_factor=r, mode="nearest").numpy()
+        assert np.array_equal(got.numpy(), want), r
+    assert "nearest_interp" not in str(static.forward.concrete_program.main_program)
+
+
+def test_runtime_configure_reports_what_it_set():
+    code = "import json, paddle_bts.runtime as r; print(json.dumps(r.configure(threads=1)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    settings = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings["threads"] == 1 and settings["FLAGS_use_mkldnn"] is False
+    assert ("MKL_DEBUG_CPU_TYPE" in settings) == (paddle_bts.runtime.cpu_vendor() == "AuthenticAMD")
+
+
+def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
+    argv = ["--sizes", "64x128", "--train-size", "64x128", "--repeats", "1", "--warmup", "0",
+            "--encoder", ENCODER, "--torch-device", "cpu", "--paddle-device", "cpu", "--out", str(tmp_path),
+            "--backends", "torch-cpu,paddle-cpu,paddle-inference-cpu"]   # three workers: the test stays short
+    assert bench_cli.main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv", "bench.md", "bench.png"]
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "bench.csv")
+    assert set(table["key"]) == {"torch-cpu", "paddle-cpu", "paddle-inference-cpu"}
+    assert set(table["task"]) == {"forward 1x3x64x128", "train step 2x3x64x128"}
+    assert (table["median_s"] > 0).all() and (table["repeats"] == 1).all()
+    assert "train step" not in set(table[table["key"] == "paddle-inference-cpu"]["task"])
+    assert "x torch eager cpu" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [(["--sizes", "65x128"], "multiples of 32"),
+                                          (["--backends", "tpu"], "unknown 'tpu'")])
+def test_bench_bad_arguments_are_one_line_exit_2(argv, message, tmp_path, capsys):
+    assert bench_cli.main([*argv, "--out", str(tmp_path)]) == 2
+    one_error_line(capsys, message)
