@@ -1,16 +1,29 @@
-"""Paddle's CPU runtime settings for training and eager inference, in one place (measured by `python -m bench
---paddle-study`; figures in reports/bench/paddle_study.md).
+"""Paddle's CPU runtime settings for training and eager inference, in one place.
 
     import paddle_bts.runtime
     paddle_bts.runtime.configure()      # before the first Paddle computation in the process
 
-Why each setting (BTS-densenet161 train step, batch 2, 352x704, AMD EPYC, 2 cores; see DEFAULTS):
-- threads: Paddle 3.3.1 starts its CPU math library (MKL) with FLAGS_paddle_num_threads = 1 thread,
-  whatever the machine has; torch uses every core.
-- MKL_DEBUG_CPU_TYPE=5 on AMD: Paddle's wheel ships MKL 2019.0.5 (mklml), whose dispatcher gives
-  non-Intel CPUs its slowest code path unless told the CPU type; this MKL still reads the variable
+Measured with `python -m bench` (reports/bench/bench.md) and `python -m bench --paddle-study`
+(reports/bench/paddle_study.md): BTS-densenet161, train step batch 2 at 352x704, AMD EPYC (Zen 4) with
+2 cores, torch 2.14.1 / paddle 3.3.1, each backend in its own process, medians of 3-5 steps.
+- One run, load 1.1-1.6: torch eager 9.83 s; Paddle as imported 49.5 s (5.04 x torch); with configure()
+  24.4 s (2.49 x). Forward 1x3x352x704: 8.70 s -> 4.06 s (torch 1.55 s).
+- Each setting alone (the study, a busier machine, load 1.2-5.7): as imported 50.0 s; threads = cores
+  only 125 s (slower: MKL's generic code path with two threads); MKL_DEBUG_CPU_TYPE=5 only 33.9 s; both
+  32.0 s; + oneDNN in dygraph 31.5 s (no effect: Paddle's dygraph conv2d keeps its MKL im2col+GEMM kernel
+  under FLAGS_use_mkldnn); to_static training 46.7 s alone, 24.4 s with both settings, but it cannot trace
+  paddle_bts's torch-like BN variance hook (set_value on a pir.Value), so it was timed with Paddle's own
+  BN update, and the same eager step without that hook takes 24.3 s: to_static adds nothing here and
+  takes 8.8 GB instead of 5.3 GB peak; with oneDNN as well it fails in run_program.
+
+Why each default:
+- threads: Paddle 3.3.1 starts its CPU math library with FLAGS_paddle_num_threads = 1, whatever the
+  machine has; torch uses every core.
+- MKL_DEBUG_CPU_TYPE=5 on AMD: Paddle's wheel ships MKL 2019.0.5 (libmklml_intel.so), whose dispatcher
+  gives non-Intel CPUs its slowest code path unless told the CPU type; this MKL still reads the variable
   (removed in MKL 2020.1). It is read at MKL's first call, so configure() must run before any Paddle
-  computation. torch is unaffected (its own MKL and oneDNN).
+  computation. torch is unaffected (its own MKL 2024 and oneDNN).
+- oneDNN in dygraph stays off: no measured gain.
 """
 import os
 
