@@ -5,6 +5,13 @@ The Paddle side is what a deployment runs: the twin's weights traced by paddle.j
 (any batch size), loaded by paddle_bts.inference.InferenceModel with oneDNN on CPU (the native CPU kernels
 and a GPU as further cases). The batch holds two photographs with different focal lengths, so the dynamic
 batch dimension and KITTI's per-sample focal scaling are both exercised.
+
+Measured (CPU, 2 threads, torch 2.14.1 / paddle 3.3.1), final depth max |d| and its ratio to torch's own
+fp32-vs-fp64 error: densenet161 352x704 oneDNN 1.37e-3 m (1.37x), 352x1216 1.64e-3 m (1.24x), 64x128
+oneDNN 4.35e-4 m (1.94x), native 3.13e-4 m (1.40x); mobilenetv2 NYU 64x128 9.48e-4 m (1.40x). Worst
+|d| / bound over all tensors 0.39. Largest ratio to the noise: depth_4x4_scaled at 64x128 with oneDNN,
+3.4x (1.9e-5 against 5.6e-6; the `model` bound's 1e-4 atol holds it at 0.15 of the bound).
+The `model` tolerance is used unchanged; no entry of its own.
 """
 import copy
 import time
