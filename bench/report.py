@@ -59,14 +59,15 @@ def chart(table, path, title):
     for ax, task in zip(axes[0], tasks):
         part = table[table["task"] == task]
         y = range(len(part))
-        ax.barh(y, part["median_s"], xerr=[part["median_s"] - part["min_s"], part["max_s"] - part["median_s"]],
+        median, low, high = (part[c].to_numpy() for c in ("median_s", "min_s", "max_s"))
+        ax.barh(y, median, xerr=[median - low, high - median],
                 color=["#4c72b0" if b.startswith("torch") else "#dd8452" for b in part["backend"]], capsize=3)
         ax.set_yticks(list(y), part["backend"], fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("seconds (median, min-max), log scale")
         ax.set_title(task, fontsize=10)
-        for i, v in zip(y, part["median_s"]):
+        for i, v in zip(y, median):
             ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
