@@ -6,21 +6,16 @@ arguments. An unknown key, a value of the wrong type or a value out of range is 
 the training commands print as one line and exit with 2. Nothing here imports a deep-learning framework.
 """
 import argparse
-import contextlib
 import csv
 import math
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
-from bts_data.filelist import DataError
 from bts_spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+from conversion.cli import EXIT_BAD_INPUT, EXIT_OK, run_command  # noqa: F401 (exit codes for callers)
 
 # Official defaults (bts_main.py + arguments_train_eigen.txt; eps 1e-3 as in the reference spec).
 # None: not set, or (marked *) the official value for the dataset, filled in by `validate`.
@@ -178,22 +173,10 @@ def parse_args(argv, description):
     return parser.parse_args(argv)
 
 
-def say_error(message):
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)   # always exactly one line
-
-
-def run_training(fit, argv, description, user_errors=()):
+def run_training(fit, argv, description):
     """`fit(config)` behind the command line: user errors become one stderr line and exit code 2."""
     args = parse_args(argv, description)
-    try:
-        fit(load_config(args.config, args.opt))
-    except (ConfigError, DataError, *user_errors) as e:
-        say_error(e)
-        return EXIT_BAD_INPUT
-    except OSError as e:   # unreadable data, unwritable log folder, full disk
-        say_error(f"{e.filename}: {e.strerror}" if e.filename else e)
-        return EXIT_BAD_INPUT
-    return EXIT_OK
+    return run_command(lambda a: fit(load_config(a.config, a.opt)), args, more_bad_input=(ConfigError,))
 
 
 # ---- Pieces of a run that do not depend on the framework ---------------------------------------
@@ -222,27 +205,49 @@ class LossLog:
         self._file.close()
 
 
-@contextlib.contextmanager
-def staged_folder(target):
-    """Yields an empty temporary folder beside `target` that replaces `target` only if the block succeeds,
-    so a checkpoint folder is never seen half written."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        yield staged
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staged, 0o777 & ~umask)   # mkdtemp makes it private; give it the user's usual permissions
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if target.exists():
-            os.rename(target, aside)
-        os.rename(staged, target)
-        if aside.exists():
-            shutil.rmtree(aside)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
+def schedule_length(config, n_samples):
+    """(steps per epoch, total steps) of a run over `n_samples`; a batch larger than the data is an error."""
+    from bts_data.dataset import batch_indices
+    per_epoch = len(batch_indices(n_samples, config["batch_size"], config["seed"], epoch=0))
+    if per_epoch == 0:
+        raise ConfigError(f"batch_size {config['batch_size']} exceeds the {n_samples} training samples")
+    return per_epoch, config["num_epochs"] * per_epoch
+
+
+class RunProgress:
+    """A run's bookkeeping besides the weights, the same in both frameworks: progress bar, loss log and
+    checkpoint cadence (every `save_freq` steps and after each epoch). `save(step)` writes a checkpoint
+    and returns its path. Only the lead process (rank 0) logs and saves; `on_step` / `on_epoch` are the
+    training loop's callbacks."""
+
+    def __init__(self, config, total, save, log_name, desc, lead=True):
+        self.config, self.total, self.save, self.lead = config, total, save, lead
+        self.log = LossLog(run_folder(config) / log_name) if lead else None
+        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=None if lead else True)
+        self.saved, self.last = [], {}
+
+    def on_step(self, record):
+        self.last.update(record)
+        self.bar.update(1)
+        self.bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
+        done = record["step"] + 1
+        if self.lead:
+            self.log.write(record)
+            if self.config["save_freq"] and done % self.config["save_freq"] == 0 and done < self.total:
+                self.saved.append(self.save(done))
+
+    def on_epoch(self, epoch, global_step):
+        if self.lead:
+            self.saved.append(self.save(global_step))
+
+    def close(self):
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
+
+    def summary(self, steps):
+        return {"steps": steps, "last": self.last, "checkpoints": [str(p) for p in self.saved],
+                "loss_log": str(self.log.path) if self.log else None}
 
 
 def synthetic_tree(config):

@@ -15,9 +15,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bts_data import DataError
-from conversion.convert import ConversionError
-from paddle_bts import WeightsError
-from torch_ref import CheckpointError
 
 EXIT_OK, EXIT_VERIFICATION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -30,7 +27,13 @@ class VerificationFailed(RuntimeError):
     """A check failed: outputs beyond tolerance, or files that differ from their manifest."""
 
 
-BAD_INPUT = (InputError, CheckpointError, WeightsError, ConversionError, DataError)
+def bad_input_errors():
+    """Errors a user causes (bad files, arguments, data). Imported here, not at module level, so that
+    framework-free commands (training configs, data) can share this module without importing a framework."""
+    from conversion.convert import ConversionError
+    from paddle_bts import WeightsError
+    from torch_ref import CheckpointError
+    return InputError, CheckpointError, WeightsError, ConversionError, DataError
 
 
 def say_error(message):
@@ -38,14 +41,14 @@ def say_error(message):
     print("error: " + " ".join(plain.split()), file=sys.stderr)   # always exactly one line
 
 
-def run_command(command, args):
+def run_command(command, args, more_bad_input=()):
     """Runs `command(args)` and turns the errors a user can cause into one stderr line and an exit code."""
     try:
         command(args)
     except VerificationFailed as e:
         say_error(e)
         return EXIT_VERIFICATION_FAILED
-    except BAD_INPUT as e:
+    except (*bad_input_errors(), *more_bad_input) as e:
         say_error(e)
         return EXIT_BAD_INPUT
     except OSError as e:   # unreadable input, unwritable output, full disk

@@ -18,14 +18,14 @@ if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch do
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import paddle  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 import bts_config  # noqa: E402
 from bts_spec import check_encoder  # noqa: E402
-from bts_config import MIN_GT_DEPTH, LossLog, run_folder, staged_folder  # noqa: E402
+from bts_config import MIN_GT_DEPTH, run_folder  # noqa: E402
+from conversion.cli import staged_outputs  # noqa: E402
 from paddle_bts.bn import bn_statistics  # noqa: E402
 from paddle_bts.bts import build_model, freeze_encoder  # noqa: E402
-from paddle_bts.checkpoint import WeightsError, load_weights, save_weights  # noqa: E402
+from paddle_bts.checkpoint import load_weights, save_weights  # noqa: E402
 from paddle_bts.loss import silog_loss  # noqa: E402
 
 POWER = 0.9
@@ -118,7 +118,7 @@ def set_device(config):
 def save_checkpoint(model, optimizer, folder, global_step):
     """A PaddleDepth weight folder plus the optimizer state, appearing complete or not at all."""
     target = folder / f"weights_{global_step}"
-    with staged_folder(target) as staged:
+    with staged_outputs([target], force=True, folder=True) as (staged,):
         save_weights(_bare(model), staged)
         paddle.save(optimizer.state_dict(), str(staged / OPTIMIZER_FILE))
     return target
@@ -137,7 +137,7 @@ def shard(batch, rank, size):
 
 def fit(config):
     """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
-    from bts_data.dataset import BtsSamples, batch_indices
+    from bts_data.dataset import BtsSamples
     from paddle_bts.data import make_loader
 
     if config["checkpoint_path"]:
@@ -166,48 +166,25 @@ def fit(config):
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    steps_per_epoch = len(batch_indices(len(samples), config["batch_size"], config["seed"], epoch=0))
-    if steps_per_epoch == 0:
-        raise bts_config.ConfigError(f"batch_size {config['batch_size']} exceeds the {len(samples)} training samples")
-    total = config["num_epochs"] * steps_per_epoch
+    _, total = bts_config.schedule_length(config, len(samples))
     scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
-
     folder = run_folder(config)
-    lead = rank == 0
-    log = LossLog(folder / LOSS_LOG) if lead else None
-    bar = tqdm(total=total, desc="paddle_bts train", dynamic_ncols=True, disable=None if lead else True)
-    saved, last = [], {}
-
-    def on_step(record):
-        last.update(record)
-        bar.update(1)
-        bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
-        done = record["step"] + 1
-        if lead:
-            log.write(record)
-            if config["save_freq"] and done % config["save_freq"] == 0 and done < total:
-                saved.append(save_checkpoint(model, optimizer, folder, done))
-
-    def on_epoch(epoch, global_step):
-        if lead:
-            saved.append(save_checkpoint(model, optimizer, folder, global_step))
+    run = bts_config.RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
+                                 LOSS_LOG, "paddle_bts train", lead=rank == 0)
 
     def batches(epoch):
         return (shard(batch, rank, size) for batch in make_loader(samples, epoch=epoch, **loader_args))
 
     try:
         steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
-                           MIN_GT_DEPTH[config["dataset"]], on_step, on_epoch)
+                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch)
     finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    return {"steps": steps, "last": last, "checkpoints": [str(p) for p in saved],
-            "loss_log": str(log.path) if log else None}
+        run.close()
+    return run.summary(steps)
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.", (WeightsError,))
+    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.")
 
 
 if __name__ == "__main__":

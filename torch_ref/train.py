@@ -16,12 +16,11 @@ if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch do
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 import bts_config  # noqa: E402
-from bts_config import MIN_GT_DEPTH, LossLog, run_folder  # noqa: E402
+from bts_config import MIN_GT_DEPTH, run_folder  # noqa: E402
 from torch_ref.bts import build_model, freeze_encoder  # noqa: E402
-from torch_ref.checkpoint import CheckpointError, load_official_checkpoint, save_official_checkpoint  # noqa: E402
+from torch_ref.checkpoint import load_official_checkpoint, save_official_checkpoint  # noqa: E402
 from torch_ref.loss import silog_loss  # noqa: E402
 
 POWER = 0.9
@@ -134,7 +133,7 @@ def save_checkpoint(model, optimizer, folder, global_step):
 
 def fit(config):
     """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
-    from bts_data.dataset import BtsSamples, batch_indices
+    from bts_data.dataset import BtsSamples
     from torch_ref.data import make_loader
 
     if config["load_weights_folder"]:
@@ -153,41 +152,21 @@ def fit(config):
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    steps_per_epoch = len(batch_indices(len(samples), config["batch_size"], config["seed"], epoch=0))
-    if steps_per_epoch == 0:
-        raise bts_config.ConfigError(f"batch_size {config['batch_size']} exceeds the {len(samples)} training samples")
-    total = config["num_epochs"] * steps_per_epoch
+    _, total = bts_config.schedule_length(config, len(samples))
     scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
-
     folder = run_folder(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = LossLog(folder / LOSS_LOG)
-    bar = tqdm(total=total, desc="torch_ref train", dynamic_ncols=True, disable=None)
-    saved, last = [], {}
-
-    def on_step(record):
-        log.write(record)
-        last.update(record)
-        bar.update(1)
-        bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
-        done = record["step"] + 1
-        if config["save_freq"] and done % config["save_freq"] == 0 and done < total:
-            saved.append(save_checkpoint(model, optimizer, folder, done))
-
-    def on_epoch(epoch, global_step):
-        saved.append(save_checkpoint(model, optimizer, folder, global_step))
-
+    run = bts_config.RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
+                                 LOSS_LOG, "torch_ref train")
     try:
         steps = run_epochs(model, optimizer, scheduler, lambda epoch: make_loader(samples, epoch=epoch, **loader_args),
-                           config["num_epochs"], MIN_GT_DEPTH[config["dataset"]], on_step, on_epoch)
+                           config["num_epochs"], MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch)
     finally:
-        bar.close()
-        log.close()
-    return {"steps": steps, "last": last, "checkpoints": [str(p) for p in saved], "loss_log": str(log.path)}
+        run.close()
+    return run.summary(steps)
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.", (CheckpointError,))
+    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.")
 
 
 if __name__ == "__main__":
