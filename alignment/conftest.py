@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from alignment.harness import write_index
+from alignment.harness import clean_reports, write_index, write_run_header
 
 
 def pytest_addoption(parser):
@@ -31,6 +31,12 @@ def pytest_configure(config):
         raise pytest.UsageError("--torch-device cuda asked for, but torch sees no CUDA device")
     import paddle
     paddle.set_device(config.getoption("--paddle-device"))
+
+
+def pytest_sessionstart(session):
+    # The index shows this run only: case folders an earlier run left would contradict it.
+    clean_reports()
+    write_run_header(" ".join(session.config.invocation_params.args))
 
 
 def pytest_sessionfinish(session, exitstatus):

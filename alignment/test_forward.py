@@ -14,7 +14,7 @@ import torch
 
 import paddle_bts.bts as pbts
 import torch_ref.bts as tbts
-from alignment import twins
+from alignment import noise, twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import LAYER_LOCALISATION, TOLERANCES
 from alignment.localise import Recorder, first_divergence, layer_table, plot_layers
@@ -37,6 +37,15 @@ def _both(torch_fn, paddle_fn, *arrays):
         t = torch_fn(*[twins.to_torch(a) for a in arrays])
     p = paddle_fn(*[twins.to_paddle(a) for a in arrays])
     return twins.numpy_of(t), twins.numpy_of(p)
+
+
+def _with_noise(name, torch_layer, paddle_layer, *arrays, module=True):
+    """Both sides' output of one layer plus torch's own noise references (float64, reordered fp32), as
+    the four dicts a Case returns: torch, paddle, scales (None), meta with `exact` and `perturbed`."""
+    t, p = _both(torch_layer, paddle_layer, *arrays)
+    call = (lambda m, *x: m(*x)) if module else torch_layer
+    exact, perturbed = noise.references(call, arrays, twins.to_torch, torch_layer if module else None)
+    return {name: t}, {name: p}, None, {"exact": {name: exact}, "perturbed": {name: perturbed}}
 
 
 def random_planes(shape, seed):
@@ -69,8 +78,7 @@ def submodule_case(stage, layer, in_shape, seed=0):
     def run():
         tm, pm = twins.twin_models(MODULE_ENCODER)
         x = twins.seeded(in_shape, seed)
-        t, p = _both(getattr(tm.decoder, layer), getattr(pm.decoder, layer), x)
-        return {layer: t}, {layer: p}, None, {}
+        return _with_noise(layer, getattr(tm.decoder, layer), getattr(pm.decoder, layer), x)
     return Case(stage, f"{stage}-{layer}", run)
 
 
@@ -83,8 +91,7 @@ def plane_equation_case():
         rng = np.random.default_rng(5)
         reduc = twins.seeded((2, 4, 8, 16), 5)
         reduc[:, :3] *= 10.0 ** rng.uniform(-14, 2, (2, 1, 8, 16)).astype(np.float32)
-        t, p = _both(tbts.plane_equation, pbts.plane_equation, reduc)
-        return {"plane_equation": t}, {"plane_equation": p}, None, {}
+        return _with_noise("plane_equation", tbts.plane_equation, pbts.plane_equation, reduc, module=False)
     return Case("reduction", "reduction-plane_equation", run)
 
 
@@ -97,7 +104,7 @@ def bn_small_variance_case():
     def run():
         tm, pm = twins.twin_models(MODULE_ENCODER)
         paddle_layers = dict(pm.decoder.named_sublayers())
-        torch_out, paddle_out = {}, {}
+        torch_out, paddle_out, exact, perturbed = {}, {}, {}, {}
         for name, module in tm.decoder.named_modules():
             if not isinstance(module, torch.nn.BatchNorm2d):
                 continue
@@ -107,9 +114,9 @@ def bn_small_variance_case():
             t_bn, p_bn = copy.deepcopy(module), copy.deepcopy(paddle_layers[name])
             t_bn.running_var.copy_(torch.from_numpy(variance))
             p_bn._variance.set_value(variance)
-            t, p = _both(t_bn, p_bn, x)
-            torch_out[f"decoder.{name}"], paddle_out[f"decoder.{name}"] = t, p
-        return torch_out, paddle_out, None, {"order": list(torch_out)}
+            t, p, _, refs = _with_noise(f"decoder.{name}", t_bn, p_bn, x)
+            torch_out.update(t), paddle_out.update(p), exact.update(refs["exact"]), perturbed.update(refs["perturbed"])
+        return torch_out, paddle_out, None, {"order": list(torch_out), "exact": exact, "perturbed": perturbed}
     return Case("decoder", "decoder-bn_small_variance", run)
 
 
@@ -119,13 +126,14 @@ def encoder_case(encoder):
         x = twins.photographs()
         with torch.no_grad():
             t = [twins.numpy_of(f) for f in tm.encoder(twins.to_torch(x))]
-            exact = [twins.numpy_of(f) for f in copy.deepcopy(tm.encoder).double()(twins.to_torch(x).double())]
         p = [twins.numpy_of(f) for f in pm.encoder(twins.to_paddle(x))]
+        exact, perturbed = noise.references(lambda m, image: m(image), [x], twins.to_torch, tm.encoder)
         # paddle.vision's DenseNet fuses the ReLU that BTS's decoder applies to the last feature anyway.
         if encoder.startswith("densenet"):
-            t[4], exact[4] = np.maximum(t[4], 0), np.maximum(exact[4], 0)
+            t[4], exact[4], perturbed[4] = (np.maximum(v[4], 0) for v in (t, exact, perturbed))
         names = [f"skip{i}" for i in range(4)] + ["dense_features"]
-        return dict(zip(names, t)), dict(zip(names, p)), None, {"exact": dict(zip(names, exact))}
+        return dict(zip(names, t)), dict(zip(names, p)), None, {"exact": dict(zip(names, exact)),
+                                                                "perturbed": dict(zip(names, perturbed))}
     return Case("encoder", f"encoder-{encoder}", run)
 
 
@@ -136,7 +144,10 @@ def decoder_case(encoder):
             feats = [twins.numpy_of(f) for f in tm.encoder(twins.to_torch(twins.photographs()))]
             t = tm.decoder([twins.to_torch(f) for f in feats], twins.to_torch(twins.FOCALS))
         p = pm.decoder([twins.to_paddle(f) for f in feats], twins.to_paddle(twins.FOCALS))
-        return _named_outputs(t), _named_outputs(p), None, {}
+        exact, perturbed = noise.references(lambda m, focal, *f: m(list(f), focal), [twins.FOCALS, *feats],
+                                            twins.to_torch, tm.decoder)
+        return _named_outputs(t), _named_outputs(p), None, {"exact": dict(zip(OUTPUT_NAMES, exact)),
+                                                            "perturbed": dict(zip(OUTPUT_NAMES, perturbed))}
     return Case("decoder", f"decoder-{encoder}", run)
 
 
@@ -153,9 +164,9 @@ def model_case(encoder, dataset, size=None):
         with Recorder(pm, "paddle") as rp:
             p = pm(twins.to_paddle(x), twins.to_paddle(f))
         rows = layer_table(rt, rp, encoder, LAYER_LOCALISATION)
-        with torch.no_grad():   # torch in float64: the fp32 noise floor the tolerance is measured against
-            exact = copy.deepcopy(tm).double()(twins.to_torch(x).double(), twins.to_torch(f).double())
-        return _named_outputs(t), _named_outputs(p), None, {"layers": rows, "exact": _named_outputs(exact),
+        exact, perturbed = noise.references(lambda m, *a: m(*a), [x, f], twins.to_torch, tm)   # noise floors
+        return _named_outputs(t), _named_outputs(p), None, {"layers": rows, "exact": dict(zip(OUTPUT_NAMES, exact)),
+                                                            "perturbed": dict(zip(OUTPUT_NAMES, perturbed)),
                                                             "first_divergence": first_divergence(rows)}
     return Case("model", f"model-{encoder}-{dataset}" + (f"-{size[0]}x{size[1]}" if size else ""), run)
 
@@ -186,8 +197,9 @@ def run_forward(case):
     """Runs one forward case and writes its report (layer table and plots for `model`); returns the Result."""
     torch_out, paddle_out, scales, meta = case.run()
     rows, exact, order = meta.pop("layers", None), meta.pop("exact", None), meta.pop("order", None)
+    perturbed = meta.pop("perturbed", None)
     result = run_case(case.stage, case.id, torch_out, paddle_out, TOLERANCES[case.stage], scales=scales,
-                      meta={**meta, **environment(*twins.devices())}, exact=exact, order=order)
+                      meta={**meta, **environment(*twins.devices())}, exact=exact, perturbed=perturbed, order=order)
     if rows is not None:
         import pandas as pd
         pd.DataFrame(rows).to_csv(result.folder / "layers.csv", index=False)

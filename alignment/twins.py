@@ -9,7 +9,7 @@ import torch
 
 import paddle_bts
 import torch_ref
-from bts_spec import KITTI_FOCAL, NYU_FOCAL
+from bts_spec import DEFAULT_MAX_DEPTH, KITTI_FOCAL, NYU_FOCAL
 from conversion import verify
 from conversion.convert import torch_to_paddle
 from paddle_bts.checkpoint import set_strict
@@ -53,13 +53,16 @@ def photographs(height=128, width=256):
 
 
 def build_twins(encoder, dataset="kitti", seed=0, torch_running_var=True):
-    """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one."""
+    """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one;
+    both with the dataset's official max_depth (80 m KITTI, 10 m NYU)."""
+    max_depth = DEFAULT_MAX_DEPTH[dataset]
     photos = photographs()   # BN statistics of natural images: activations at a trained network's scale
-    torch_model = torch_ref.seeded_reference_model(encoder, seed=seed, dataset=dataset,
+    torch_model = torch_ref.seeded_reference_model(encoder, seed=seed, max_depth=max_depth, dataset=dataset,
                                                    calibration=np.concatenate([photos, photos[..., ::-1]]))
     parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
     report.raise_if_bad()
-    paddle_model = paddle_bts.build_model(encoder, dataset=dataset, torch_running_var=torch_running_var)
+    paddle_model = paddle_bts.build_model(encoder, max_depth=max_depth, dataset=dataset,
+                                          torch_running_var=torch_running_var)
     set_strict(paddle_model.encoder, parts["encoder"], f"{encoder} encoder")
     set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder")
     torch_model.to(devices()[0])

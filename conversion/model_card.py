@@ -62,6 +62,14 @@ outputs = InferenceModel("<this folder>")(image, focal)   # CPU with oneDNN; dev
 """
 
 
+def max_depth_text(manifest):
+    """'10 m (nyu default)' or '12 m (given with --max-depth)'; just '80 m' where the manifest predates
+    'max_depth_source'."""
+    source = {"dataset default": f"{manifest['dataset']} default",
+              "given": "given with --max-depth"}.get(manifest.get("max_depth_source"))
+    return f"{manifest['max_depth']:g} m" + (f" ({source})" if source else "")
+
+
 def model_card(manifest, weight_files):
     m, conv, source = manifest, manifest["conversion"], manifest["source"]
     focal = " (final depth scaled by focal / 715.0873)" if m["dataset"] == "kitti" else ""
@@ -74,7 +82,7 @@ def model_card(manifest, weight_files):
 BTS ("From Big to Small: Multi-scale Local Planar Guidance for Monocular Depth Estimation", Lee et al.,
 arXiv 1907.10326) with the `{m['encoder']}` encoder, converted from the official PyTorch format to the
 PaddleDepth layout by `conversion/torch2paddle.py` on {m['created']}.
-max_depth {m['max_depth']:g}, dataset `{m['dataset']}`{focal};
+max_depth {max_depth_text(m)}, dataset `{m['dataset']}`{focal};
 {m['parameters']['count']:,} parameters (official README: {m['parameters']['official_count']:,}).
 
 Source: `{source['path']}` ({source['bytes']:,} bytes, sha256 `{source['sha256']}`){note}.

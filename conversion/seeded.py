@@ -5,15 +5,17 @@ import torch_ref
 from conversion.convert import torch_layout
 
 
-def save_seeded_checkpoint(encoder, path, seed=0):
+def save_seeded_checkpoint(encoder, path, seed=0, max_depth=80.0, dataset="kitti"):
     """torch_ref's seeded reference model (random weights, BN statistics calibrated on seeded images, as
-    the alignment stages use it) in the official checkpoint format; returns the path.
+    the alignment stages use it) in the official checkpoint format; returns the path. `max_depth` and
+    `dataset` are the model's during calibration (the file itself holds neither).
 
     Calibrated BN matters here: with default statistics eval-mode BN is nearly the identity, and with
     random ones ResNet activations reach ~1e7 and the outputs saturate; either way verification would
     leave much of the network unchecked.
     """
-    torch_ref.save_official_checkpoint(torch_ref.seeded_reference_model(encoder, seed), str(path))
+    model = torch_ref.seeded_reference_model(encoder, seed, max_depth=max_depth, dataset=dataset)
+    torch_ref.save_official_checkpoint(model, str(path))
     return path
 
 

@@ -21,7 +21,7 @@ if __package__ in (None, ""):   # run as a file: import from the repo root, not 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch_ref  # noqa: E402
-from bts_spec import DATASETS, ENCODERS, check_encoder  # noqa: E402
+from bts_spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS, check_encoder  # noqa: E402
 from conversion.cli import (InputError, VerificationFailed, progress, refuse_existing, run_command,  # noqa: E402
                             staged_outputs)
 from conversion.convert import ConversionError, torch_to_paddle  # noqa: E402
@@ -29,7 +29,7 @@ from conversion.diagnose import describe_torch_source  # noqa: E402
 from conversion.export import export_inference, parse_size  # noqa: E402
 from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,  # noqa: E402
                                  write_manifest)
-from conversion.model_card import markdown, model_card, parity_table  # noqa: E402
+from conversion.model_card import markdown, max_depth_text, model_card, parity_table  # noqa: E402
 from conversion.paddle_files import write_parts  # noqa: E402
 from conversion.seeded import save_seeded_checkpoint  # noqa: E402
 from conversion.verify import CRITERION, verification_inputs, verify  # noqa: E402
@@ -58,8 +58,9 @@ def parse_args(argv):
     parser.add_argument("--encoder", choices=ENCODERS, metavar="NAME",
                         help=f"{', '.join(ENCODERS)}; required with --checkpoint (demo: {DEFAULT_ENCODER})")
     parser.add_argument("--output", type=Path, metavar="DIR", help="folder to create (demo: out/<encoder>)")
-    parser.add_argument("--max-depth", type=positive, default=80.0, metavar="METRES",
-                        help="80 for KITTI, 10 for NYU (default 80)")
+    parser.add_argument("--max-depth", type=positive, metavar="METRES",
+                        help="the model's max_depth (default: the dataset's official value, "
+                             + ", ".join(f"{d} {DEFAULT_MAX_DEPTH[d]:g}" for d in DATASETS) + ")")
     parser.add_argument("--dataset", choices=DATASETS, default="kitti",
                         help="kitti scales the final depth by focal / 715.0873 (default kitti)")
     parser.add_argument("--force", action="store_true", help="replace DIR (only after success)")
@@ -71,6 +72,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.checkpoint is not None and (args.encoder is None or args.output is None):
         parser.error("--checkpoint needs --encoder and --output")
+    args.max_depth_source = "given" if args.max_depth is not None else "dataset default"
+    if args.max_depth is None:
+        args.max_depth = DEFAULT_MAX_DEPTH[args.dataset]
     return args
 
 
@@ -134,7 +138,8 @@ def convert_checkpoint(args, source_note=None):
         source = {"path": str(checkpoint), **source_entry.result(), **({"note": source_note} if source_note else {})}
         manifest = {
             "format": FORMAT, "created": now_utc(), "tool": "conversion/torch2paddle.py", "source": source,
-            "encoder": args.encoder, "max_depth": args.max_depth, "dataset": args.dataset,
+            "encoder": args.encoder, "max_depth": args.max_depth, "max_depth_source": args.max_depth_source,
+            "dataset": args.dataset,
             "parameters": {"count": parameter_count(parts),
                            "official_count": check_encoder(args.encoder).official_params},
             "files": files, "versions": library_versions(),
@@ -171,6 +176,7 @@ def print_summary(manifest):
     print(f"converted {manifest['encoder']}: {conv['mapped']} tensors mapped, {conv['dropped']} dropped "
           f"({'; '.join(conv['dropped_why']) or 'none'}), {len(conv['transforms'])} transposed, "
           f"{params['count']:,} parameters (official: {params['official_count']:,}), {conv['seconds']:.1f} s")
+    print(f"max_depth {max_depth_text(manifest)}, dataset {manifest['dataset']}")
     verification = manifest["verification"]
     if "checks" in verification:
         print(f"verification ({verification['seconds']:.1f} s): paddle_bts from the written files vs torch_ref, "
@@ -188,7 +194,7 @@ def run_default(args):
         args.checkpoint = Path(tmp) / "model"
         print(f"no --checkpoint given: converting a seeded {args.encoder} (random weights, batch-norm statistics "
               f"of a seeded batch) saved in the official format as {args.checkpoint}")
-        save_seeded_checkpoint(args.encoder, args.checkpoint)
+        save_seeded_checkpoint(args.encoder, args.checkpoint, max_depth=args.max_depth, dataset=args.dataset)
         convert_checkpoint(args, source_note="seeded demo model (torch_ref.seeded_reference_model, seed 0), "
                                              "deleted after conversion")
     print(f"re-run: python conversion/torch2paddle.py --force  (replaces {args.output}); your own weights: "

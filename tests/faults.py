@@ -249,6 +249,17 @@ def lr_stepped_per_epoch():
         yield
 
 
+def loss_scaled_1pct():
+    """Paddle's train step computes 1.01 x the silog loss (and steps on it): a 1 % loss difference."""
+    from paddle_bts import train
+    original = train.silog_loss
+
+    def scaled(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        return lambda *inputs: 1.01 * loss(*inputs)
+    return mock.patch.object(train, "silog_loss", scaled)
+
+
 CATALOGUE = [
     Fault("bn_momentum_torch_convention", "decoder BN built with momentum=0.01 (torch's number, Paddle's "
           "convention: keeps 1% of the running statistics)", "train_mode",
@@ -282,6 +293,9 @@ CATALOGUE = [
           "lr", stage("alignment.test_training.run_lr"), lr_stepped_per_epoch, first=r"lr logged"),
     Fault("poly_lr_stepped_per_epoch_in_training", "the same fault, seen by 10 training steps", "train",
           stage("alignment.test_training.run_train", "densenet121_bts"), lr_stepped_per_epoch, slow=True),
+    Fault("loss_scaled_1pct_in_training", "silog loss x 1.01 inside Paddle's train step only (a 1 % loss "
+          "difference)", "train", stage("alignment.test_training.run_train", "densenet121_bts"), loss_scaled_1pct,
+          first=r"loss per step"),
     Fault("bn_momentum_in_training", "BN momentum 0.01 in Paddle's convention, seen by 10 training steps",
           "train", stage("alignment.test_training.run_train", "densenet121_bts"), set_bn("_momentum", 0.01),
           first=r"decoder\.bn5\.", slow=True),

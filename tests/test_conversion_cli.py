@@ -184,6 +184,36 @@ def test_half_precision_source_is_cast_and_said(dtype, tmp_path, capsys):
     assert len(casts) == 356 and set(casts.values()) == {name}
 
 
+# --- max_depth: the dataset's official value unless given -------------------------------------------
+
+MAX_DEPTH_CASES = {   # extra argv -> (dataset, max_depth, manifest's max_depth_source, how the summary says it)
+    "kitti-default": ([], "kitti", 80.0, "dataset default", "80 m (kitti default)"),
+    "nyu-default": (["--dataset", "nyu"], "nyu", 10.0, "dataset default", "10 m (nyu default)"),
+    "nyu-given": (["--dataset", "nyu", "--max-depth", "12"], "nyu", 12.0, "given", "12 m (given with --max-depth)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MAX_DEPTH_CASES))
+def test_max_depth_defaults_per_dataset_and_is_recorded(case, good_checkpoint, tmp_path, capsys, monkeypatch):
+    extra, dataset, max_depth, source, said = MAX_DEPTH_CASES[case]
+    calls = []   # what verification runs with (the real one: test_verified_conversion_writes_manifest_...)
+
+    def recording_verify(state, folder, encoder, max_depth, dataset):
+        calls.append((encoder, max_depth, dataset))
+        return []
+    monkeypatch.setattr(torch2paddle, "verify", recording_verify)
+    output = tmp_path / "converted"
+    assert torch2paddle.main(["--checkpoint", str(good_checkpoint), "--encoder", ENCODER,
+                              "--output", str(output), *extra]) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert (manifest["max_depth"], manifest["max_depth_source"], manifest["dataset"]) == (max_depth, source, dataset)
+    assert calls == [(ENCODER, max_depth, dataset)]
+    assert f"max_depth {said}, dataset {dataset}" in capsys.readouterr().out.splitlines()
+    card = (output / "README.md").read_text()
+    assert f"max_depth {said}, dataset `{dataset}`" in card
+    assert f'max_depth={max_depth:g}, dataset="{dataset}"' in card
+
+
 # --- the verified path, once: convert with verification, back to torch, publish --------------------
 
 @pytest.fixture(scope="module")

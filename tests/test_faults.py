@@ -16,6 +16,9 @@ FAULTS_DIR = harness.REPORTS / "faults"
 
 @pytest.fixture(scope="module", autouse=True)
 def faults_table():
+    import shutil
+    shutil.rmtree(FAULTS_DIR, ignore_errors=True)   # the table shows this run's faults only
+    (harness.REPORTS / "faults.md").unlink(missing_ok=True)
     yield
     rows = [json.loads(p.read_text()) for p in sorted(FAULTS_DIR.glob("*/row.json"))]
     if rows:

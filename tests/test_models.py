@@ -1,7 +1,8 @@
 """The twin BTS models: names, shapes, parameter counts, checkpoints, forward shapes, errors, initialisation.
 
-References: shared/reference/official_keys (official torch state dicts), shared/reference/paddledepth_keys
-(PaddleDepth's two-file layout), shared/reference/official_bts_spec.md (counts, init, focal scaling).
+References: tests/data/official_keys (official torch state dicts), tests/data/paddledepth_keys
+(PaddleDepth's two-file layout), see tests/data/README.md; shared/reference/official_bts_spec.md (counts,
+init, focal scaling).
 Models are built once per encoder per module (`encoder_name` is a module-scoped parameter, so pytest
 groups the tests by encoder and only one encoder's models are alive at a time).
 """
@@ -17,10 +18,12 @@ import paddle_bts
 import torch_ref
 from bts_spec import ENCODER_FACTS, ENCODERS, KITTI_FOCAL
 
-# CI clones the repository with shared/ beside it; locally it is /work/shared.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OFFICIAL_KEYS = SHARED / "reference" / "official_keys"
-PADDLEDEPTH_KEYS = SHARED / "reference" / "paddledepth_keys"
+# Shipped with the tests (tests/data/README.md): a missing list fails, it never skips.
+DATA = Path(__file__).resolve().parent / "data"
+OFFICIAL_KEYS = DATA / "official_keys"
+PADDLEDEPTH_KEYS = DATA / "paddledepth_keys"
+# The encoders PaddleDepth has, in ENCODERS' order (so pytest keeps one model build per encoder).
+PADDLEDEPTH_ENCODERS = ["densenet121_bts", "densenet161_bts", "resnet50_bts", "resnet101_bts", "resnext50_bts"]
 
 INPUT_SHAPE = (1, 3, 128, 256)
 # PaddleDepth's densenet161 keeps paddle.vision's ImageNet head; ours omits it on purpose
@@ -29,11 +32,8 @@ PADDLEDEPTH_ONLY_HEAD = {"densenet161_bts": ["base_model.out.weight", "base_mode
 
 
 def reference_file(folder, encoder):
-    if not SHARED.is_dir():
-        pytest.skip(f"shared reference folder not found at {SHARED} (CI clones it beside the repository)")
     path = folder / f"{encoder}.txt"
-    if not path.is_file():
-        pytest.skip(f"{folder.name} has no {path.name}: that reference does not cover {encoder}")
+    assert path.is_file(), f"{path}: reference list missing (tests/data/README.md says what belongs there)"
     return path
 
 
@@ -116,6 +116,17 @@ def image():
 
 
 # ---------------------------------------------------------------- 1. official torch key list
+def test_reference_lists_are_shipped():
+    """Every list is in tests/data, and each official list's header agrees with bts_spec's parameter count."""
+    assert sorted(p.stem for p in OFFICIAL_KEYS.glob("*.txt")) == sorted(ENCODERS)
+    assert sorted(p.stem for p in PADDLEDEPTH_KEYS.glob("*.txt")) == sorted(PADDLEDEPTH_ENCODERS)
+    for encoder in ENCODERS:
+        path = reference_file(OFFICIAL_KEYS, encoder)
+        header = path.read_text().splitlines()[0]
+        assert header.endswith(f": {len(read_rows(path))} state_dict entries, "
+                               f"{ENCODER_FACTS[encoder].official_params} parameters"), header
+
+
 def test_torch_state_dict_matches_official_keys(encoder_name, torch_model):
     expected = read_rows(reference_file(OFFICIAL_KEYS, encoder_name))
     ours = [("module." + k, shape_text(v.shape), str(v.dtype).removeprefix("torch."))
@@ -147,6 +158,7 @@ def test_paddle_count_excludes_bn_statistics(paddle_d121):
 
 
 # ---------------------------------------------------------------- 3. PaddleDepth layout
+@pytest.mark.parametrize("encoder_name", PADDLEDEPTH_ENCODERS, indirect=True)   # the others: next test
 def test_paddle_state_dicts_match_paddledepth_layout(encoder_name, paddle_model):
     rows = read_rows(reference_file(PADDLEDEPTH_KEYS, encoder_name))
     assert {r[0] for r in rows} == {"encoder.pdparams", "depth.pdparams"}

@@ -1,0 +1,109 @@
+"""The alignment harness itself: element-wise verdicts on non-finite values, noise floors, and reports
+whose every file agrees with the case verdict."""
+import json
+
+import numpy as np
+import pytest
+
+from alignment import harness
+from alignment.harness import Tolerance, compare, run_case
+
+ABS = Tolerance(rtol=0.0, atol=1e-3, why="test: absolute")
+OF_MAX = Tolerance(rtol=0.0, atol=1e-3, atol_of_max=True, why="test: fraction of max")
+RELATIVE = Tolerance(rtol=1e-3, atol=0.0, why="test: relative")
+NOISY = Tolerance(rtol=0.0, atol=0.0, noise_factor=2.0, why="test: noise floor only")
+INF, NAN = np.inf, np.nan
+
+
+@pytest.mark.parametrize("ref,got", [([INF], [1.0]), ([1.0], [INF]), ([INF], [-INF]), ([-INF], [INF]),
+                                     ([NAN], [1.0]), ([1.0], [NAN]), ([NAN], [INF]), ([INF], [NAN])])
+@pytest.mark.parametrize("tol", [ABS, OF_MAX, RELATIVE], ids=["abs", "of_max", "rel"])
+def test_non_finite_must_agree_in_place_and_sign(ref, got, tol):
+    row = compare(np.array(ref), np.array(got), tol)
+    assert not row["passed"] and row["nonfinite_mismatch"] == 1 and row["over_bound"] == INF
+
+
+@pytest.mark.parametrize("value", [INF, -INF, NAN])
+def test_same_non_finite_in_the_same_place_agrees(value):
+    row = compare(np.array([value, 1.0]), np.array([value, 1.0]), ABS)
+    assert row["passed"] and row["nonfinite_mismatch"] == 0
+
+
+def test_infinity_in_reference_does_not_widen_a_fraction_of_max_bound():
+    # before: atol 1e-3 x max|ref| = inf, so 1.0 vs 5.0 passed
+    row = compare(np.array([INF, 1.0]), np.array([INF, 5.0]), OF_MAX)
+    assert not row["passed"] and row["n_over"] == 1
+    assert row["atol"] == pytest.approx(1e-3)   # 1e-3 x the finite max 1.0
+
+
+def test_infinite_scale_does_not_widen_a_relative_bound():
+    row = compare(np.array([1.0]), np.array([2.0]), RELATIVE, scale=np.array([INF]))
+    assert not row["passed"]
+
+
+@pytest.mark.parametrize("reference", ["exact", "perturbed"])
+def test_non_finite_noise_reference_does_not_widen_the_bound(reference):
+    ref, got = np.array([1.0, 2.0]), np.array([1.0, 2.5])
+    noisy = {reference: np.array([INF, 2.0])}   # torch's own reference went infinite at another element
+    row = compare(ref, got, NOISY, **noisy)
+    assert not row["passed"]
+
+
+def test_noise_floor_is_the_larger_of_fp64_and_reordered():
+    ref, got = np.array([1.0, 2.0]), np.array([1.0, 2.0 + 3e-6])
+    assert not compare(ref, got, NOISY, exact=ref + 1e-6)["passed"]                       # 3e-6 > 2 x 1e-6
+    row = compare(ref, got, NOISY, exact=ref + 1e-6, perturbed=ref - 2e-6)                # 3e-6 <= 2 x 2e-6
+    assert row["passed"] and row["torch_fp64_noise"] == pytest.approx(1e-6)
+    assert row["torch_order_noise"] == pytest.approx(2e-6) and row["over_bound"] == pytest.approx(0.75)
+
+
+def test_shape_mismatch_fails():
+    assert not compare(np.zeros((2, 3)), np.zeros((3, 2)), ABS)["passed"]
+
+
+@pytest.fixture
+def reports(tmp_path):
+    with harness.reports_under(tmp_path) as folder:
+        yield folder
+
+
+def _case(name, delta, **kwargs):
+    ref = {"a": np.linspace(0, 1, 50), "b": np.linspace(-3, 3, 20)}
+    got = {"a": ref["a"] + delta, "b": ref["b"].copy()}
+    return run_case("unit", name, ref, got, OF_MAX, order=["a", "b"], **kwargs)
+
+
+@pytest.mark.parametrize("delta,verdict", [(1e-4, "PASS"), (1e-2, "FAIL")])
+def test_diff_txt_and_result_agree_with_the_verdict(reports, delta, verdict):
+    result = _case(f"case-{verdict}", delta)
+    text = (result.folder / "diff.txt").read_text()
+    info = json.loads((result.folder / "result.json").read_text())
+    assert info["verdict"] == verdict and text.rstrip().endswith(verdict)
+    # reprod_log's own per-tensor check, against each tensor's largest element-wise bound
+    assert ("check passed: False" in text) == (verdict == "FAIL")
+    assert ("first_divergence" in info) == (verdict == "FAIL")
+    if verdict == "FAIL":
+        assert info["first_divergence"] == "a" and info["worst_over_bound"] == pytest.approx(10.0)
+
+
+def test_table_is_sorted_worst_first_with_bounds(reports):
+    result = _case("sorted", 1e-2)
+    lines = (result.folder / "table.csv").read_text().splitlines()
+    assert lines[1].startswith("a,") and "bound_at_worst" in lines[0] and "max_bound" in lines[0]
+
+
+def test_index_verdicts_and_header(reports):
+    harness.write_run_header("unit")
+    _case("ok", 0.0)
+    _case("known-gap", 1e-2, expected_failure="a gap")
+    _case("fp32-figures", 1e-2, asserted=False)
+    text = harness.write_index().read_text()
+    for word in ("| PASS", "| XFAIL", "REPORT (over bound)", "commit", "isa flags", "torch threads", "settings at start"):
+        assert word in text, word
+    assert "first divergence" in text
+
+
+def test_stale_case_folders_are_removed(reports):
+    _case("old", 0.0)
+    harness.clean_reports()
+    assert not list(reports.glob("*/*/result.json")) and not (reports / "index.md").exists()
