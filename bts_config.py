@@ -8,6 +8,7 @@ the training commands print as one line and exit with 2. Nothing here imports a 
 import argparse
 import csv
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from bts_spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS
 
-from conversion.cli import EXIT_BAD_INPUT, EXIT_OK, run_command  # noqa: F401 (exit codes for callers)
+from conversion.cli import EXIT_BAD_INPUT, EXIT_OK, InputError, run_command  # noqa: F401 (exit codes for callers)
 
 # Official defaults (bts_main.py + arguments_train_eigen.txt; eps 1e-3 as in the reference spec).
 # None: not set, or (marked *) the official value for the dataset, filled in by `validate`.
@@ -168,15 +169,46 @@ def load_config(path, overrides=()):
 def parse_args(argv, description):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, metavar="YAML", help="e.g. configs/bts_kitti.yaml")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. -o batch_size=2 num_epochs=1")
+    # extend: `-o a=1 -o b=2` and `-o a=1 b=2` both keep every override (a later -o adds, never replaces)
+    parser.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. -o batch_size=2 -o num_epochs=1 (or -o batch_size=2 "
+                             "num_epochs=1)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the checkpoints an earlier run left in <log_directory>/<model_name>")
     return parser.parse_args(argv)
 
 
-def run_training(fit, argv, description):
-    """`fit(config)` behind the command line: user errors become one stderr line and exit code 2."""
-    args = parse_args(argv, description)
-    return run_command(lambda a: fit(load_config(a.config, a.opt)), args, more_bad_input=(ConfigError,))
+def run_training(fit, argv, description, checkpoint_name):
+    """`fit(config)` behind the command line: user errors become one stderr line and exit code 2; an
+    earlier run's checkpoints (`checkpoint_name`, e.g. "model-{step}") are kept unless --force; a
+    finished run ends with one summary line on stdout, terminal or not."""
+    def train(args):
+        config = load_config(args.config, args.opt)
+        refuse_existing_checkpoints(run_folder(config), checkpoint_name, args.force)
+        summary = fit(config)
+        if summary["loss_log"] is not None:   # the lead process (rank 0) speaks for a distributed run
+            print(summary_line(summary), flush=True)
+    return run_command(train, parse_args(argv, description), more_bad_input=(ConfigError,))
+
+
+def _listed(names, most=3):
+    return ", ".join(names) if len(names) <= most else f"{names[0]}, ..., {names[-1]} ({len(names)} in all)"
+
+
+def _step_order(name):
+    digits = re.search(r"\d+", name)
+    return (int(digits.group()) if digits else -1, name)
+
+
+def refuse_existing_checkpoints(folder, checkpoint_name, force):
+    """An InputError (exit 2) naming `folder` if it holds checkpoints named like `checkpoint_name`
+    ("model-{step}") and not `force`; checked before anything is written."""
+    pattern = re.compile(re.escape(checkpoint_name).replace(re.escape("{step}"), r"\d+"))
+    found = sorted((p.name for p in Path(folder).iterdir() if pattern.fullmatch(p.name)), key=_step_order) \
+        if Path(folder).is_dir() else []
+    if found and not force:
+        raise InputError(f"{folder} already holds checkpoints of an earlier run ({_listed(found)}); "
+                         f"pass --force to overwrite them, or choose another log_directory or model_name")
 
 
 # ---- Pieces of a run that do not depend on the framework ---------------------------------------
@@ -221,7 +253,7 @@ class RunProgress:
     training loop's callbacks."""
 
     def __init__(self, config, total, save, log_name, desc, lead=True):
-        self.config, self.total, self.save, self.lead = config, total, save, lead
+        self.config, self.total, self.save, self.desc, self.lead = config, total, save, desc, lead
         self.log = LossLog(run_folder(config) / log_name) if lead else None
         self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=None if lead else True)
         self.saved, self.last = [], {}
@@ -246,8 +278,16 @@ class RunProgress:
             self.log.close()
 
     def summary(self, steps):
-        return {"steps": steps, "last": self.last, "checkpoints": [str(p) for p in self.saved],
-                "loss_log": str(self.log.path) if self.log else None}
+        return {"desc": self.desc, "steps": steps, "last": self.last, "folder": str(run_folder(self.config)),
+                "checkpoints": [str(p) for p in self.saved], "loss_log": str(self.log.path) if self.log else None}
+
+
+def summary_line(summary):
+    """One line for the end of a run: steps, last loss, and the files written where."""
+    last, checkpoints = summary["last"], list(dict.fromkeys(Path(p).name for p in summary["checkpoints"]))
+    written = ([_listed(checkpoints)] if checkpoints else []) + [Path(summary["loss_log"]).name]
+    return (f"{summary['desc']}: {summary['steps']} steps, last loss {last['loss']:.4f} (epoch {last['epoch']}, "
+            f"lr {last['lr']:.2e}); wrote {summary['folder']}/: {', '.join(written)}")
 
 
 def synthetic_tree(config):

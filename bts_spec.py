@@ -3,6 +3,7 @@
 Numbers come from the official cleinc/bts PyTorch code (see shared/reference/official_bts_spec.md).
 Nothing here imports a deep-learning framework, so both mirrors and the converter can use it.
 """
+import warnings
 from dataclasses import dataclass
 
 KITTI_FOCAL = 715.0873          # final_depth *= focal / KITTI_FOCAL when dataset == "kitti"
@@ -15,6 +16,15 @@ NORMALIZE_EPS = 1e-12           # F.normalize default in the plane-normal L2 nor
 INPUT_MULTIPLE = 32             # encoders downsample by 32; H and W must be multiples of it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ENCODER_FILE, DECODER_FILE = "encoder.pdparams", "depth.pdparams"   # PaddleDepth's weight folder
+
+
+def quiet_paddle_import():
+    """Hides the one warning `import paddle` prints on every command (paddle/utils/cpp_extension: ccache,
+    a compiler cache for custom C++ ops, is missing): irrelevant here, and it would break the commands'
+    promise of a single `error: ...` line on stderr. Call before the first `import paddle`; every entry point
+    that imports paddle does (the paddle_bts, conversion and bench packages, and the scripts run as files)."""
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 
 @dataclass(frozen=True)

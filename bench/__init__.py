@@ -1,1 +1,6 @@
 """Speed of BTS in torch and Paddle, side by side: `python -m bench` (see bench/cli.py)."""
+from bts_spec import quiet_paddle_import
+
+quiet_paddle_import()   # for `python -m bench` and its workers (`python -m bench.worker`)
+
+TORCH_CPU = "torch eager cpu"   # the reference backend every ratio is taken against

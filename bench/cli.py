@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import TORCH_CPU
 from bts_spec import ENCODERS, INPUT_MULTIPLE
 
 REPO = Path(__file__).resolve().parents[1]
-TORCH_CPU = "torch eager cpu"
 
 
 class BenchError(ValueError):

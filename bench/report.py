@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import TORCH_CPU
+from bench import TORCH_CPU
 
 GOALS = {"paddle inference cpu (oneDNN)": ("forward 1x3x352x704", 0.7)}   # issue 7: <= 0.7 x torch eager
 

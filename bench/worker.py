@@ -214,6 +214,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import warnings
-    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     sys.exit(main())

@@ -98,7 +98,8 @@ def metrics_frame(result):
 
 def print_metrics(result, skipped, what):
     print(f"{what}: {result['count']} image(s) evaluated, {skipped} without ground truth skipped")
-    print(metrics_frame(result).to_markdown(index=False, floatfmt=".4f"))
+    # one format a column: tabulate sees the row as floats, and the image count is an integer
+    print(metrics_frame(result).to_markdown(index=False, floatfmt=[".4f"] * len(METRIC_NAMES) + [".0f"]))
 
 
 # ---- predict ----------------------------------------------------------------------------------------

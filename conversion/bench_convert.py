@@ -22,7 +22,11 @@ from pathlib import Path
 if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import paddle  # noqa: E402
+from bts_spec import quiet_paddle_import  # noqa: E402
+
+quiet_paddle_import()   # run as a file, paddle comes before the conversion package that does this
+
+import paddle  # noqa: E402, I100
 import torch  # noqa: E402
 
 import torch_ref  # noqa: E402

@@ -34,7 +34,7 @@ from conversion.paddle_files import write_parts  # noqa: E402
 from conversion.seeded import save_seeded_checkpoint  # noqa: E402
 from conversion.verify import CRITERION, verification_inputs, verify  # noqa: E402
 
-# After `conversion`, whose __init__ silences paddle's import-time ccache warning (one stderr line on error).
+# After `conversion`, whose __init__ hides paddle's import-time ccache warning (bts_spec.quiet_paddle_import).
 import paddle  # noqa: E402, I100
 import paddle_bts  # noqa: E402, I100
 

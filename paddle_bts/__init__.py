@@ -1,5 +1,8 @@
 """BTS in PaddlePaddle: official maths and decoder names, paddle.vision encoders, PaddleDepth file layout."""
-from bts_spec import ENCODERS
+from bts_spec import ENCODERS, quiet_paddle_import
+
+quiet_paddle_import()   # before the first `import paddle` (paddle_bts.bn)
+
 from paddle_bts.bn import bn_statistics, use_torch_running_var
 from paddle_bts.bts import BtsModel, build_model, freeze_encoder, weights_init_xavier
 from paddle_bts.checkpoint import WeightsError, check_state_dict, load_weights, read_weight_files, save_weights

@@ -3,7 +3,8 @@ import os
 
 import paddle
 
-ENCODER_FILE, DECODER_FILE = "encoder.pdparams", "depth.pdparams"
+from bts_spec import DECODER_FILE, ENCODER_FILE
+
 # PaddleDepth builds densenet161 with paddle.vision's ImageNet head; BTS never runs it and official
 # torch DenseNet encoders have none, so our files omit it and loading ignores it.
 IGNORED_HEAD_PREFIX = "base_model.out."

@@ -1,6 +1,6 @@
 """Official BTS training in Paddle; the mirror of torch_ref/train.py, name for name.
 
-    python -m paddle_bts.train --config configs/bts_kitti.yaml [-o key=value ...]
+    python -m paddle_bts.train --config configs/bts_kitti.yaml [-o key=value -o key=value ...] [--force]
     python -m paddle.distributed.launch --gpus 0,1 paddle_bts/train.py --config ...   (data parallel)
 
 Same recipe as the official torch code, in Paddle's own terms: parameters frozen with
@@ -17,7 +17,11 @@ from pathlib import Path
 if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch does): import from the repo root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import paddle  # noqa: E402
+from bts_spec import quiet_paddle_import  # noqa: E402
+
+quiet_paddle_import()   # run as a file, paddle comes before the paddle_bts package that does this
+
+import paddle  # noqa: E402, I100
 
 import bts_config  # noqa: E402
 from bts_spec import check_encoder  # noqa: E402
@@ -31,6 +35,7 @@ from paddle_bts.loss import silog_loss  # noqa: E402
 POWER = 0.9
 OPTIMIZER_FILE = "adam.pdopt"
 LOSS_LOG = "loss_log_paddle.csv"   # beside torch's when both train with one config
+CHECKPOINT_NAME = "weights_{step}"   # a PaddleDepth weight folder
 
 
 def _bare(model):
@@ -117,7 +122,7 @@ def set_device(config):
 
 def save_checkpoint(model, optimizer, folder, global_step):
     """A PaddleDepth weight folder plus the optimizer state, appearing complete or not at all."""
-    target = folder / f"weights_{global_step}"
+    target = folder / CHECKPOINT_NAME.format(step=global_step)
     with staged_outputs([target], force=True, folder=True) as (staged,):
         save_weights(_bare(model), staged)
         paddle.save(optimizer.state_dict(), str(staged / OPTIMIZER_FILE))
@@ -184,7 +189,7 @@ def fit(config):
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.")
+    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.", CHECKPOINT_NAME)
 
 
 if __name__ == "__main__":

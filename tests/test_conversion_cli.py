@@ -7,8 +7,6 @@ import contextlib
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -17,13 +15,13 @@ import pytest
 import torch
 
 import torch_ref
+from as_user import run_cli
 from conversion import paddle2torch, publish, torch2paddle
 from conversion.convert import torch_layout
 from conversion.manifest import sha256_file
 from conversion.seeded import save_seeded_checkpoint
 
 ENCODER = "mobilenetv2_bts"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def zeros_state(encoder):
@@ -370,10 +368,42 @@ def test_default_run_converts_a_seeded_model_and_respects_force(tmp_path, capsys
 
 
 def test_scripts_run_as_files_with_one_error_line(tmp_path):
-    result = subprocess.run([sys.executable, "conversion/torch2paddle.py", "--checkpoint", str(tmp_path / "nope"),
-                             "--encoder", ENCODER, "--output", str(tmp_path / "out")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_cli("conversion/torch2paddle.py", "--checkpoint", tmp_path / "nope", "--encoder", ENCODER,
+                     "--output", tmp_path / "out")
     assert result.returncode == 2 and result.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: no such file"]
-    result = subprocess.run([sys.executable, "-m", "conversion.publish", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_cli("-m", "conversion.publish", tmp_path)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+FOLDERS = {   # a folder given as --checkpoint: what is in it -> what the one error line says
+    "one checkpoint": (["model-1000"], "{folder} is a directory, not a checkpoint file; pass --checkpoint "
+                                       "{folder}/model-1000"),
+    "paddle weights": (["encoder.pdparams", "depth.pdparams"],
+                       "{folder} is a directory of Paddle weights (encoder.pdparams, depth.pdparams), not a torch "
+                       "checkpoint; convert it with conversion/paddle2torch.py"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOLDERS))
+def test_a_folder_as_checkpoint_says_what_to_pass(case, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    names, said = FOLDERS[case]
+    for name in names:
+        (folder / name).write_text("never read")
+    result = run_cli("conversion/torch2paddle.py", "--checkpoint", folder, "--encoder", ENCODER,
+                     "--output", tmp_path / "out")
+    assert result.returncode == 2 and result.stderr.splitlines() == ["error: " + said.format(folder=folder)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_folder_of_several_checkpoints_or_none_says_so(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    argv = ["--checkpoint", str(folder), "--encoder", ENCODER, "--output", str(tmp_path / "out")]
+    assert torch2paddle.main(argv) == 2
+    one_error_line(capsys, f"{folder} is a directory, not a checkpoint file")
+    for step in (500, 1000, 1500):
+        (folder / f"model-{step}").write_text("never read")
+    assert torch2paddle.main(argv) == 2
+    one_error_line(capsys, "holds 3 checkpoints (model-500 ... model-1500)", f"--checkpoint {folder}/model-1500")

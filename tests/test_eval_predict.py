@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import torch_ref
+from as_user import run_cli
 from bts_data import BtsSamples, DataError, write_tree
 from bts_data import cli as shared
 from conversion.convert import torch_to_paddle
@@ -208,6 +209,16 @@ def test_evaluate_cli_both_frameworks(weights, small_kitti, tmp_path, capsys):
                 pred = model(torch.from_numpy(sample["image"][None]), torch.tensor([sample["focal"]]))[-1]
             expected.append(official_eval(pred[0, 0].numpy(), gt, "kitti", "garg", kb_crop=False))
     assert_metrics_close(torch_row, official_mean(expected), OFFICIAL_RTOL)
+
+
+def test_evaluate_command_prints_the_image_count_as_an_integer(weights, small_kitti):
+    result = run_cli("-m", "paddle_bts.evaluate", "--weights", weights["paddle"],
+                     *eval_args(small_kitti, "--no-kb-crop"))
+    assert result.returncode == 0 and "ccache" not in result.stderr, result.stderr
+    header, rule, row = result.stdout.splitlines()[-3:]
+    cells = {k.strip(): v.strip() for k, v in zip(header.strip("|").split("|"), row.strip("|").split("|"))}
+    assert list(cells) == [*shared.METRIC_NAMES, "count"] and cells.pop("count") == "2"   # not 2.0000
+    assert all(len(v.split(".")[1]) == 4 for v in cells.values())
 
 
 def test_evaluate_cli_flip_average_and_csv_force(weights, small_kitti, tmp_path, capsys):

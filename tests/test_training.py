@@ -1,12 +1,10 @@
 """Training in both frameworks as a user meets it: configs, the official recipe's pieces, a 2-step run of
-each framework on a synthetic tree (checkpoints and loss log loadable back), and the commands' exit codes.
+each framework's command on a synthetic tree (checkpoints and loss log loadable back, one summary line,
+an earlier run's checkpoints kept unless --force), and the commands' exit codes.
 
 mobilenetv2_bts for the runs (the smallest encoder); densenet161_bts only where the official parameter
 count is the point.
 """
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,9 +18,9 @@ import paddle_bts
 import paddle_bts.train as ptrain
 import torch_ref
 import torch_ref.train as ttrain
-from bts_config import ConfigError, load_config, validate
+from as_user import REPO, mode_of, run_cli, usual_mode
+from bts_config import ConfigError, load_config, parse_args, validate
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
@@ -80,6 +78,12 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
         load_config(path, ["batch_size"])
     with pytest.raises(ConfigError, match="unknown config key 'bogus'"):
         load_config(path, ["bogus=1"])
+
+
+def test_every_override_counts_whether_o_is_repeated_or_not():
+    argv = ["--config", "c.yaml", "-o", "a=1", "-o", "b=2", "c=3", "--force", "-o", "d=4"]
+    assert parse_args(argv, "").opt == ["a=1", "b=2", "c=3", "d=4"]
+    assert parse_args(["--config", "c.yaml"], "").opt == []
 
 
 # ---- the recipe's pieces --------------------------------------------------------------------------
@@ -142,11 +146,6 @@ def test_nothing_frozen_for_mobilenetv2_and_bn_statistics_never_optimised():
 
 # ---- a whole run, through the commands -------------------------------------------------------------
 
-def _synthetic_args(tmp_path):
-    return ["--config", str(CONFIGS / "bts_synthetic.yaml"), "-o", "synthetic_images=4", "num_epochs=1",
-            f"data_path={tmp_path / 'tree'}", f"log_directory={tmp_path / 'runs'}"]
-
-
 def _loss_log(path, steps):
     log = pd.read_csv(path)
     assert list(log.columns) == ["step", "epoch", "lr", "loss", "time"]
@@ -155,10 +154,36 @@ def _loss_log(path, steps):
     return log
 
 
-def test_torch_fit_writes_official_checkpoints_and_a_loss_log(tmp_path):
-    assert ttrain.main(_synthetic_args(tmp_path)) == 0
+def _train_twice(module, tmp_path, earlier, overrides):
+    """Runs `python -m module` on the synthetic config into a folder holding an `earlier` run's checkpoint:
+    refused (exit 2, one line, nothing written), then again with --force; returns the run folder."""
     run = tmp_path / "runs" / "bts_synthetic"
-    _loss_log(run / ttrain.LOSS_LOG, 2)
+    run.mkdir(parents=True)
+    earlier(run)
+    before = sorted(p.name for p in run.iterdir())
+    args = ["-m", module.__name__, "--config", CONFIGS / "bts_synthetic.yaml", *overrides]
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.splitlines() == [f"error: {run} already holds checkpoints of an earlier run ({before[0]}); "
+                                           "pass --force to overwrite them, or choose another log_directory or "
+                                           "model_name"]
+    assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "tree").exists()
+    done = run_cli(*args, "--force")
+    assert done.returncode == 0, done.stderr
+    assert "%|" not in done.stderr and "ccache" not in done.stderr   # no terminal: no progress bar
+    (line,) = done.stdout.splitlines()   # but always the one summary line
+    last = _loss_log(run / module.LOSS_LOG, 2).iloc[-1]
+    assert line == (f"{module.__name__.replace('.', ' ')}: 2 steps, last loss {last['loss']:.4f} (epoch 0, "
+                    f"lr {last['lr']:.2e}); wrote {run}/: {module.CHECKPOINT_NAME.format(step=2)}, {module.LOSS_LOG}")
+    return run
+
+
+def test_torch_command_writes_official_checkpoints_and_a_loss_log(tmp_path):
+    # -o repeated, log_directory first: every one counts (`-o` once used to keep only the last)
+    overrides = ["-o", f"log_directory={tmp_path / 'runs'}", "-o", f"data_path={tmp_path / 'tree'}",
+                 "-o", "synthetic_images=4", "-o", "num_epochs=1"]
+    run = _train_twice(ttrain, tmp_path, lambda run: (run / "model-2").write_text("an earlier run's"), overrides)
+    assert mode_of(run / "model-2") == mode_of(run / ttrain.LOSS_LOG) == usual_mode()   # not mkstemp's 0600
     checkpoint = torch.load(run / "model-2", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2 and set(checkpoint) == {"global_step", "model", "optimizer"}
     assert len(checkpoint["optimizer"]["param_groups"]) == 2
@@ -167,12 +192,14 @@ def test_torch_fit_writes_official_checkpoints_and_a_loss_log(tmp_path):
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []   # nothing half written
 
 
-def test_paddle_fit_writes_paddledepth_folders_and_a_loss_log(tmp_path):
-    assert ptrain.main(_synthetic_args(tmp_path)) == 0
-    run = tmp_path / "runs" / "bts_synthetic"
-    _loss_log(run / ptrain.LOSS_LOG, 2)
+def test_paddle_command_writes_paddledepth_folders_and_a_loss_log(tmp_path):
+    overrides = ["-o", f"log_directory={tmp_path / 'runs'}", f"data_path={tmp_path / 'tree'}",   # both forms
+                 "-o", "synthetic_images=4", "num_epochs=1"]
+    run = _train_twice(ptrain, tmp_path, lambda run: (run / "weights_2").mkdir(), overrides)
     folder = run / "weights_2"
     assert sorted(p.name for p in folder.iterdir()) == ["adam.pdopt", "depth.pdparams", "encoder.pdparams"]
+    assert mode_of(folder) == usual_mode(folder=True)
+    assert {mode_of(p) for p in folder.iterdir()} == {usual_mode()}
     paddle_bts.load_weights(paddle_bts.build_model("mobilenetv2_bts"), str(folder))
     state = paddle.load(str(folder / ptrain.OPTIMIZER_FILE))
     assert "LR_Scheduler" in state and state["LR_Scheduler"]["last_epoch"] == 2
@@ -191,8 +218,9 @@ def test_paddle_fit_writes_paddledepth_folders_and_a_loss_log(tmp_path):
     (["-o", "synthetic=false", "data_path=/nonexistent", "gt_path=/nonexistent", "filenames_file=/nonexistent/list.txt"],
      "/nonexistent/list.txt"),
 ])
-def test_commands_exit_2_with_one_line(module, extra, fragment, capsys):
-    assert module.main(["--config", str(CONFIGS / "bts_synthetic.yaml"), *extra]) == bts_config.EXIT_BAD_INPUT
+def test_commands_exit_2_with_one_line(module, extra, fragment, tmp_path, capsys):
+    argv = ["--config", str(CONFIGS / "bts_synthetic.yaml"), "-o", f"log_directory={tmp_path}", *extra]
+    assert module.main(argv) == bts_config.EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
@@ -206,7 +234,6 @@ def test_each_framework_refuses_the_others_weights(tmp_path, capsys):
 
 
 def test_missing_config_file_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "paddle_bts.train", "--config", str(tmp_path / "none.yaml")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_cli("-m", "paddle_bts.train", "--config", tmp_path / "none.yaml")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'none.yaml'}: no such config file"
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'none.yaml'}: no such config file"]

@@ -1,8 +1,12 @@
 """Official checkpoint format: torch.save({'model': DataParallel state_dict ('module.' keys), ...})."""
 import os
-import tempfile
+import re
+from pathlib import Path
 
 import torch
+
+from bts_spec import DECODER_FILE, ENCODER_FILE
+from conversion.cli import staged_outputs
 
 PREFIX = "module."
 
@@ -11,8 +15,30 @@ class CheckpointError(ValueError):
     """A file that is not a usable BTS checkpoint; the message is one line meant for the user."""
 
 
+def _step(path):
+    digits = re.match(r"model-(\d+)", path.name)
+    return (int(digits.group(1)) if digits else -1, path.name)
+
+
+def describe_folder(path):
+    """What to tell a user who gave a folder where a checkpoint file belongs."""
+    folder = Path(path)
+    if (folder / ENCODER_FILE).is_file() and (folder / DECODER_FILE).is_file():
+        return (f"{path} is a directory of Paddle weights ({ENCODER_FILE}, {DECODER_FILE}), not a torch "
+                f"checkpoint; convert it with conversion/paddle2torch.py")
+    checkpoints = sorted((p for p in folder.glob("model-*") if p.is_file()), key=_step)   # official names
+    if len(checkpoints) == 1:
+        return f"{path} is a directory, not a checkpoint file; pass --checkpoint {checkpoints[0]}"
+    if checkpoints:
+        return (f"{path} is a directory, not a checkpoint file; it holds {len(checkpoints)} checkpoints "
+                f"({checkpoints[0].name} ... {checkpoints[-1].name}): pass one, e.g. --checkpoint {checkpoints[-1]}")
+    return f"{path} is a directory, not a checkpoint file"
+
+
 def read_state_dict(path):
     """The bare state dict (no 'module.' prefix) from an official checkpoint or a bare state dict file."""
+    if os.path.isdir(path):
+        raise CheckpointError(describe_folder(path))
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -38,15 +64,9 @@ def load_official_checkpoint(model, path):
 
 
 def save_official_checkpoint(model_or_state, path, global_step=0, **extra):
-    """Writes the official format atomically: a temporary file in the same folder, renamed at the end."""
+    """Writes the official format atomically (conversion.cli.staged_outputs: a temporary file in the same
+    folder, given the user's usual permissions and renamed onto `path` at the end)."""
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
     payload = {"global_step": global_step, "model": {PREFIX + k: v for k, v in state.items()}, **extra}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with staged_outputs([path], force=True) as (staged,):
+        torch.save(payload, staged)

@@ -1,6 +1,6 @@
 """Official BTS training (cleinc/bts bts_main.py) in torch; paddle_bts/train.py mirrors it name for name.
 
-    python -m torch_ref.train --config configs/bts_kitti.yaml [-o key=value ...]
+    python -m torch_ref.train --config configs/bts_kitti.yaml [-o key=value -o key=value ...] [--force]
 
 Recipe: official encoder freezing; AdamW with two groups (encoder weight decay 1e-2, decoder 0),
 eps 1e-3; LR = (lr0 - lr_end)(1 - step/total)^0.9 + lr_end written into the param groups every iteration,
@@ -25,6 +25,7 @@ from torch_ref.loss import silog_loss  # noqa: E402
 
 POWER = 0.9
 LOSS_LOG = "loss_log_torch.csv"   # beside Paddle's when both train with one config
+CHECKPOINT_NAME = "model-{step}"    # the official name
 
 
 def _bare(model):
@@ -126,7 +127,7 @@ def device_of(config):
 
 
 def save_checkpoint(model, optimizer, folder, global_step):
-    path = folder / f"model-{global_step}"
+    path = folder / CHECKPOINT_NAME.format(step=global_step)
     save_official_checkpoint(_bare(model), path, global_step=global_step, optimizer=optimizer.state_dict())
     return path
 
@@ -166,7 +167,7 @@ def fit(config):
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.")
+    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.", CHECKPOINT_NAME)
 
 
 if __name__ == "__main__":
