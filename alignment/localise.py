@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import torch
 
-from bts_spec import check_encoder
+from bts_core.spec import check_encoder
 from conversion.rules import PATH_RULES
 
 

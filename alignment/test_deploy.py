@@ -23,7 +23,7 @@ from alignment import noise, twins
 from alignment.harness import environment, run_case
 from alignment.plots import depth_maps
 from alignment.tolerances import TOLERANCES
-from bts_spec import OUTPUT_NAMES
+from bts_core.spec import OUTPUT_NAMES
 from conversion.export import export_inference
 from paddle_bts.inference import InferenceModel, gpu_available
 

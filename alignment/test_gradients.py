@@ -1,6 +1,5 @@
 """Stages that train: `backward` (gradients after a silog loss, official freezing in both) and
 `train_mode` (BN running statistics after one train-mode forward)."""
-import copy
 
 import numpy as np
 import pytest
@@ -11,16 +10,9 @@ import torch_ref
 from alignment import noise, twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import TOLERANCES
-from bts_spec import check_encoder
-from conversion.rules import map_torch_key
 
 ENCODERS_TRAINED = ("densenet161_bts", "resnet50_bts")
 INPUT = (2, 3, 64, 128)
-
-
-def paddle_param_name(torch_name, encoder):
-    mapping = map_torch_key(torch_name, check_encoder(encoder).family)
-    return None if mapping.target is None else ".".join(mapping.target)
 
 
 def ground_truth(seed=3):
@@ -87,7 +79,7 @@ def run_backward(encoder, dtype="float32"):
     paddle_out = {"loss": twins.numpy_of(loss_p), "grad/input": twins.numpy_of(xp.grad)}
     order = []   # backward order: the reverse of the order parameters are registered (deepest first)
     for name, param in reversed(list(tm.named_parameters())):
-        other = paddle_params[paddle_param_name(name, encoder)]
+        other = paddle_params[twins.paddle_param_name(name, encoder)]
         grad_p = other.grad
         if param.grad is None and grad_p is None:
             continue   # frozen in both, or unused (ResNet's fc)
@@ -120,7 +112,7 @@ def bn_running_stats(tm, pm, encoder):
     for name, value in tm.state_dict().items():
         if name.endswith(("running_mean", "running_var")):
             torch_out[name] = twins.numpy_of(value)
-            paddle_out[name] = twins.numpy_of(paddle_state[paddle_param_name(name, encoder)])
+            paddle_out[name] = twins.numpy_of(paddle_state[twins.paddle_param_name(name, encoder)])
     return torch_out, paddle_out
 
 

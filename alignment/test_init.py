@@ -17,7 +17,6 @@ import torch_ref
 from alignment import twins
 from alignment.harness import Tolerance, environment, run_case
 from alignment.tolerances import TOLERANCES
-from alignment.test_gradients import paddle_param_name
 
 INIT_ENCODERS = ("densenet121_bts", "resnet50_bts")
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var")
@@ -46,7 +45,7 @@ def run_init(encoder):
         if leaf == "num_batches_tracked":
             continue
         t = twins.numpy_of(value)
-        p = twins.numpy_of(paddle_state[paddle_param_name(name, encoder)])
+        p = twins.numpy_of(paddle_state[twins.paddle_param_name(name, encoder)])
         if _is_bn(tm, name) and leaf in BN_LEAVES:
             torch_out[name], paddle_out[name] = t, p
         elif name.startswith("decoder.") and leaf == "weight" and t.ndim == 4:

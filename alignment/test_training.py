@@ -12,7 +12,6 @@
 Each `run_*` function writes its report and returns the Result (fault runs call them); the tests assert.
 """
 import atexit
-import copy
 import functools
 import shutil
 import tempfile
@@ -26,7 +25,6 @@ import paddle_bts.train as ptrain
 import torch_ref.train as ttrain
 from alignment import twins
 from alignment.harness import environment, run_case
-from alignment.test_gradients import paddle_param_name
 from alignment.tolerances import ADAMW_ROUNDING, ADAMW_UPDATE_RTOL, TOLERANCES
 
 LR0, EPS, WD = 1e-4, 1e-3, 1e-2   # the official recipe (bts_main.py, reference spec)
@@ -39,7 +37,7 @@ def _torch_names(model):
 
 
 def _paddle_array(state, name, encoder):
-    value = twins.numpy_of(state[paddle_param_name(name, encoder)])
+    value = twins.numpy_of(state[twins.paddle_param_name(name, encoder)])
     return value.T if value.ndim == 2 else value   # Linear: Paddle stores [in, out]
 
 
@@ -80,7 +78,7 @@ def _apply_gradients(tm, pm, grads, encoder):
     loss_t.backward()
     terms = []
     for name, g in grads.items():
-        p = pparams[paddle_param_name(name, encoder)]
+        p = pparams[twins.paddle_param_name(name, encoder)]
         terms.append((p * twins.to_paddle(g.T if g.ndim == 2 else g)).sum())
     paddle.add_n(terms).backward()
 
@@ -99,7 +97,7 @@ def run_optimizer(encoder):
     opt_p = ptrain.build_optimizer(pm, LR0, EPS, WD)
     named_t = list(tm.named_parameters())
     pparams = dict(pm.named_parameters())
-    named_p = [(n, pparams[paddle_param_name(n, encoder)]) for n, _ in named_t]
+    named_p = [(n, pparams[twins.paddle_param_name(n, encoder)]) for n, _ in named_t]
     torch_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_t.param_groups], named_t),
                  "weight_decay of group": np.array([g["weight_decay"] for g in opt_t.param_groups])}
     paddle_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_p._param_groups], named_p),

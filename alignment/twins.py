@@ -9,9 +9,10 @@ import torch
 
 import paddle_bts
 import torch_ref
-from bts_spec import DEFAULT_MAX_DEPTH, KITTI_FOCAL, NYU_FOCAL
+from bts_core.spec import DEFAULT_MAX_DEPTH, KITTI_FOCAL, NYU_FOCAL, check_encoder
 from conversion import verify
 from conversion.convert import torch_to_paddle
+from conversion.rules import map_torch_key
 from paddle_bts.checkpoint import set_strict
 
 FOCALS = np.array([KITTI_FOCAL, NYU_FOCAL], np.float32)   # one per sample: focal scaling differs in a batch
@@ -37,6 +38,12 @@ def paddle_place():
 
 def numpy_of(tensor):
     return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor.numpy()
+
+
+def paddle_param_name(torch_name, encoder):
+    """The Paddle twin's parameter name of a torch_ref one (the converter's rule table), None if it has none."""
+    mapping = map_torch_key(torch_name, check_encoder(encoder).family)
+    return None if mapping.target is None else ".".join(mapping.target)
 
 
 def seeded(shape, seed=0, low=None, high=None):

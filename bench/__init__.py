@@ -1,5 +1,5 @@
 """Speed of BTS in torch and Paddle, side by side: `python -m bench` (see bench/cli.py)."""
-from bts_spec import quiet_paddle_import
+from bts_core.cli import quiet_paddle_import
 
 quiet_paddle_import()   # for `python -m bench` and its workers (`python -m bench.worker`)
 

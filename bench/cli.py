@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import TORCH_CPU
-from bts_spec import ENCODERS, INPUT_MULTIPLE
+from bts_core.spec import ENCODERS, INPUT_MULTIPLE
 
 REPO = Path(__file__).resolve().parents[1]
 

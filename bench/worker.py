@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 KITTI_FOCAL = 715.0873
 
 

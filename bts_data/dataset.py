@@ -12,12 +12,10 @@ from PIL import Image, UnidentifiedImageError
 
 from bts_data import transforms as T
 from bts_data.filelist import DataError, read_filelist, resolve
-from bts_spec import DATASETS
+from bts_core.spec import DATASETS, DEFAULT_DEGREE, DEFAULT_INPUT_SIZE
 
 MODES = ("train", "test", "online_eval")
 # Official training arguments (arguments_train_eigen.txt / arguments_train_nyu.txt); the spec states KITTI's.
-DEFAULT_INPUT_SIZE = {"kitti": (352, 704), "nyu": (416, 544)}
-DEFAULT_DEGREE = {"kitti": 1.0, "nyu": 2.5}
 
 
 @dataclass(frozen=True)

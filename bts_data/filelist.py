@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from bts_core.cli import InputError
+
 NO_DEPTH = "None"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Missing or unreadable data, or settings that cannot work; the message is one line for the user."""
 
 

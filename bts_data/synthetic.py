@@ -14,7 +14,7 @@ from PIL import Image
 
 from bts_data.dataset import DataConfig
 from bts_data.filelist import Sample, write_filelist
-from bts_spec import NYU_FOCAL
+from bts_core.spec import NYU_FOCAL
 
 DEFAULT_SIZE = {"kitti": (375, 1242), "nyu": (480, 640)}   # KITTI raw frames are 370-376 x 1224-1242
 # (date, focal) of the KITTI raw recordings, as in the official lists; mixed focals exercise focal scaling.

@@ -12,9 +12,8 @@ test:  image / 255 -> KB crop (KITTI) -> ImageNet normalisation
 import numpy as np
 from PIL import Image
 
-from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KB_CROP_HEIGHT, KB_CROP_WIDTH
+from bts_core.spec import DEPTH_SCALE, IMAGENET_MEAN, IMAGENET_STD, KB_CROP_HEIGHT, KB_CROP_WIDTH
 
-DEPTH_SCALE = {"kitti": 256.0, "nyu": 1000.0}     # uint16 PNG value per metre
 BRIGHTNESS = {"kitti": (0.9, 1.1), "nyu": (0.75, 1.25)}
 GAMMA = (0.9, 1.1)
 COLOUR = (0.9, 1.1)

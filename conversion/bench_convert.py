@@ -19,21 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from bts_spec import quiet_paddle_import  # noqa: E402
+from bts_core.cli import quiet_paddle_import
 
 quiet_paddle_import()   # run as a file, paddle comes before the conversion package that does this
 
-import paddle  # noqa: E402, I100
-import torch  # noqa: E402
+import paddle  # noqa: E402 (after quiet_paddle_import)
+import torch
 
-import torch_ref  # noqa: E402
-from bts_spec import ENCODERS  # noqa: E402
-from conversion import torch2paddle  # noqa: E402
-from conversion.manifest import sha256_file  # noqa: E402
-from conversion.seeded import save_seeded_checkpoint  # noqa: E402
+import torch_ref
+from bts_core.spec import ENCODERS
+from conversion import torch2paddle
+from conversion.manifest import sha256_file
+from conversion.seeded import save_seeded_checkpoint
 
 GOAL = 1.5
 

@@ -11,11 +11,12 @@ import torch
 
 import paddle_bts
 import torch_ref
-from bts_spec import check_encoder
+from bts_core.cli import InputError
+from bts_core.spec import check_encoder
 from conversion.rules import map_torch_key
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """Weights that cannot be converted; the message is one line meant for the user."""
 
 

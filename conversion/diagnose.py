@@ -3,7 +3,7 @@
 Key sets are compared with every encoder's layout (built on torch's meta device / under Paddle's
 LazyGuard, so this costs no weight memory); (name, shape) pairs tell resnet50 from resnext50.
 """
-from bts_spec import ENCODERS, check_encoder
+from bts_core.spec import ENCODERS, check_encoder
 from conversion.convert import paddle_layout, torch_layout
 from conversion.rules import map_torch_key, normalise_torch_key
 

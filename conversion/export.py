@@ -10,7 +10,7 @@ from pathlib import Path
 import paddle
 from paddle.static import InputSpec
 
-from bts_spec import INPUT_MULTIPLE, OUTPUT_NAMES
+from bts_core.spec import INPUT_MULTIPLE, OUTPUT_NAMES
 from conversion.manifest import file_entry
 from paddle_bts.inference import PARAMS_SUFFIX, PREFIX, PROGRAM_SUFFIXES
 

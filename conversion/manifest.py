@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from conversion.cli import InputError
+from bts_core.cli import InputError
 
 MANIFEST = "manifest.json"
 FORMAT = "bts-paddle-weights/1"

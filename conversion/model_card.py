@@ -1,7 +1,7 @@
 """README.md of a converted folder: a model card whose numbers all come from the manifest."""
 import pandas as pd
 
-from bts_spec import IMAGENET_MEAN, IMAGENET_STD
+from bts_core.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
 def parity_table(checks):

@@ -10,18 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-import torch_ref  # noqa: E402
-from paddle_bts import read_weight_files  # noqa: E402
-from bts_spec import ENCODERS  # noqa: E402
-from conversion.cli import InputError, progress, run_command, staged_outputs  # noqa: E402
-from conversion.convert import ConversionError, paddle_to_torch  # noqa: E402
-from conversion.diagnose import describe_paddle_source  # noqa: E402
-from conversion.manifest import MANIFEST, read_manifest  # noqa: E402
+import torch_ref
+from paddle_bts import read_weight_files
+from bts_core.spec import ENCODERS
+from bts_core.cli import InputError, progress, run_command, staged_outputs
+from conversion.convert import ConversionError, paddle_to_torch
+from conversion.diagnose import describe_paddle_source
+from conversion.manifest import MANIFEST, read_manifest
 
 
 def parse_args(argv):

@@ -1,7 +1,7 @@
 """Writing PaddleDepth's two weight files from converted arrays (paddle_bts.checkpoint reads them)."""
 import paddle
 
-from conversion.cli import progress
+from bts_core.cli import progress
 from conversion.manifest import file_entry
 from paddle_bts.checkpoint import PART_FILES
 

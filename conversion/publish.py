@@ -15,15 +15,12 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-import torch_ref  # noqa: E402
-from conversion.cli import InputError, VerificationFailed, run_command, staged_outputs  # noqa: E402
-from conversion.manifest import MANIFEST, file_entry, read_manifest, sha256_file  # noqa: E402
-from conversion.verify import recheck_golden, verify  # noqa: E402
+import torch_ref
+from bts_core.cli import InputError, VerificationFailed, run_command, staged_outputs
+from conversion.manifest import MANIFEST, file_entry, read_manifest, sha256_file
+from conversion.verify import recheck_golden, verify
 
 GZIP_LEVEL = 6   # float weights barely compress (~9 %); level 9 costs time for nothing
 

@@ -17,35 +17,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file: import from the repo root, not from conversion/
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-import torch_ref  # noqa: E402
-from bts_spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS, check_encoder  # noqa: E402
-from conversion.cli import (InputError, VerificationFailed, progress, refuse_existing, run_command,  # noqa: E402
-                            staged_outputs)
-from conversion.convert import ConversionError, torch_to_paddle  # noqa: E402
-from conversion.diagnose import describe_torch_source  # noqa: E402
-from conversion.export import export_inference, parse_size  # noqa: E402
-from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,  # noqa: E402
+import torch_ref
+from bts_core.cli import (InputError, VerificationFailed, positive, progress, refuse_existing, run_command,
+                          staged_outputs)
+from bts_core.spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS, check_encoder
+from conversion.convert import ConversionError, torch_to_paddle
+from conversion.diagnose import describe_torch_source
+from conversion.export import export_inference, parse_size
+from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,
                                  write_manifest)
-from conversion.model_card import markdown, max_depth_text, model_card, parity_table  # noqa: E402
-from conversion.paddle_files import write_parts  # noqa: E402
-from conversion.seeded import save_seeded_checkpoint  # noqa: E402
-from conversion.verify import CRITERION, verification_inputs, verify  # noqa: E402
+from conversion.model_card import markdown, max_depth_text, model_card, parity_table
+from conversion.paddle_files import write_parts
+from conversion.seeded import save_seeded_checkpoint
+from conversion.verify import CRITERION, verification_inputs, verify
 
-# After `conversion`, whose __init__ hides paddle's import-time ccache warning (bts_spec.quiet_paddle_import).
-import paddle  # noqa: E402, I100
-import paddle_bts  # noqa: E402, I100
+# After `conversion`, whose __init__ hides paddle's import-time ccache warning (bts_core.cli.quiet_paddle_import).
+import paddle  # noqa: E402 (after quiet_paddle_import)
+import paddle_bts  # noqa: E402
 
 DEFAULT_ENCODER = "densenet161_bts"   # the flagship (official README's best KITTI model)
-
-
-def positive(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def parse_args(argv):

@@ -12,7 +12,7 @@ from skimage import data, transform
 
 import paddle_bts
 import torch_ref
-from bts_spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
+from bts_core.spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion.rules import normalise_torch_key
 
 

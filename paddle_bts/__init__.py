@@ -1,5 +1,6 @@
 """BTS in PaddlePaddle: official maths and decoder names, paddle.vision encoders, PaddleDepth file layout."""
-from bts_spec import ENCODERS, quiet_paddle_import
+from bts_core.cli import quiet_paddle_import
+from bts_core.spec import ENCODERS
 
 quiet_paddle_import()   # before the first `import paddle` (paddle_bts.bn)
 

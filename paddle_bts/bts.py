@@ -10,7 +10,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from bts_spec import (ACONV_BN_EPS, DATASETS, DECODER_BN_EPS, DECODER_BN_MOMENTUM, KITTI_FOCAL,
+from bts_core.spec import (ACONV_BN_EPS, DATASETS, DECODER_BN_EPS, DECODER_BN_MOMENTUM, KITTI_FOCAL,
                       NORMALIZE_EPS, check_encoder, check_input_size, decoder_layout, reduction_stages)
 from paddle_bts.bn import batch_norm as _batch_norm, use_torch_running_var
 from paddle_bts.encoders import encoder
@@ -245,7 +245,7 @@ def freeze_encoder(model):
     """Official default freezing (first conv and encoder BN parameters); returns the frozen names.
 
     BN running statistics are not learnable in either framework and are not listed."""
-    from bts_spec import is_frozen
+    from bts_core.spec import is_frozen
     from paddle_bts.bn import bn_statistics
     stats = {id(t) for t in bn_statistics(model)}
     frozen = []

@@ -3,14 +3,15 @@ import os
 
 import paddle
 
-from bts_spec import DECODER_FILE, ENCODER_FILE
+from bts_core.cli import InputError
+from bts_core.spec import DECODER_FILE, ENCODER_FILE
 
 # PaddleDepth builds densenet161 with paddle.vision's ImageNet head; BTS never runs it and official
 # torch DenseNet encoders have none, so our files omit it and loading ignores it.
 IGNORED_HEAD_PREFIX = "base_model.out."
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """Weights that do not fit the model; the message is one line meant for the user."""
 
 

@@ -11,7 +11,7 @@ import paddle.nn as nn
 import paddle.vision.models as pvm
 from paddle.vision.models.resnet import BottleneckBlock, ResNet
 
-from bts_spec import check_encoder
+from bts_core.spec import check_encoder
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import paddle.inference as paddle_infer
 
-from bts_spec import OUTPUT_NAMES
+from bts_core.spec import OUTPUT_NAMES
 
 PREFIX = "inference"                      # file names: inference.json (or .pdmodel) + inference.pdiparams
 PROGRAM_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x writes a PIR program (.json); 2.x wrote .pdmodel

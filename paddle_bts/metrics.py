@@ -13,7 +13,7 @@ prediction that is not 352x1216 with `kb_crop` raises ValueError (numpy would fa
 """
 import paddle
 
-from bts_spec import (CROPS, DATASETS, DEFAULT_MAX_DEPTH, EIGEN_CROP_KITTI, EIGEN_CROP_NYU, GARG_CROP,
+from bts_core.spec import (CROPS, DATASETS, DEFAULT_MAX_DEPTH, EIGEN_CROP_KITTI, EIGEN_CROP_NYU, GARG_CROP,
                       KB_CROP_HEIGHT, KB_CROP_WIDTH, METRIC_NAMES, check_dataset_crop, crop_window)  # noqa: F401
 
 

@@ -12,25 +12,21 @@ epoch, so its LR stayed near lr0). Checkpoints: PaddleDepth folders `weights_<st
 """
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch does): import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from bts_spec import quiet_paddle_import  # noqa: E402
+from bts_core.cli import quiet_paddle_import
 
 quiet_paddle_import()   # run as a file, paddle comes before the paddle_bts package that does this
 
-import paddle  # noqa: E402, I100
+import paddle  # noqa: E402 (after quiet_paddle_import)
 
-import bts_config  # noqa: E402
-from bts_spec import check_encoder  # noqa: E402
-from bts_config import MIN_GT_DEPTH, run_folder  # noqa: E402
-from conversion.cli import staged_outputs  # noqa: E402
-from paddle_bts.bn import bn_statistics  # noqa: E402
-from paddle_bts.bts import build_model, freeze_encoder  # noqa: E402
-from paddle_bts.checkpoint import load_weights, save_weights  # noqa: E402
-from paddle_bts.loss import silog_loss  # noqa: E402
+from bts_commands.training import RunProgress, run_folder, run_training, schedule_length, synthetic_tree
+from bts_core.cli import staged_outputs
+from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
+from bts_core.spec import check_encoder
+from paddle_bts.bn import bn_statistics
+from paddle_bts.bts import build_model, freeze_encoder
+from paddle_bts.checkpoint import load_weights, save_weights
+from paddle_bts.loss import silog_loss
 
 POWER = 0.9
 OPTIMIZER_FILE = "adam.pdopt"
@@ -141,24 +137,24 @@ def shard(batch, rank, size):
 
 
 def fit(config):
-    """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
+    """Trains as `config` (a validated bts_core.config dict) says; returns a summary (steps, last loss, files)."""
     from bts_data.dataset import BtsSamples
     from paddle_bts.data import make_loader
 
     if config["checkpoint_path"]:
-        raise bts_config.ConfigError("checkpoint_path is a torch checkpoint; Paddle starts from "
+        raise ConfigError("checkpoint_path is a torch checkpoint; Paddle starts from "
                                      "load_weights_folder (convert with conversion/torch2paddle.py)")
     rank, size = world()
     if config["batch_size"] % size:
-        raise bts_config.ConfigError(f"batch_size {config['batch_size']} is not a multiple of the {size} processes")
+        raise ConfigError(f"batch_size {config['batch_size']} is not a multiple of the {size} processes")
     if config["synthetic"] and rank == 0:
-        config = bts_config.synthetic_tree(config)
+        config = synthetic_tree(config)
     set_device(config)
     if size > 1:
         paddle.distributed.init_parallel_env()
         if config["synthetic"]:
             paddle.distributed.barrier()          # rank 0 writes the tree
-            config = bts_config.synthetic_tree(config)
+            config = synthetic_tree(config)
     paddle.seed(config["seed"])
     model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     if config["load_weights_folder"]:
@@ -171,10 +167,10 @@ def fit(config):
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    _, total = bts_config.schedule_length(config, len(samples))
-    scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
+    _, total = schedule_length(config, len(samples))
+    scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
     folder = run_folder(config)
-    run = bts_config.RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
+    run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
                                  LOSS_LOG, "paddle_bts train", lead=rank == 0)
 
     def batches(epoch):
@@ -189,7 +185,7 @@ def fit(config):
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in Paddle with the official recipe.", CHECKPOINT_NAME)
+    return run_training(fit, argv, "Train BTS in Paddle with the official recipe.", CHECKPOINT_NAME)
 
 
 if __name__ == "__main__":

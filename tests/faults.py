@@ -103,7 +103,7 @@ def round_trip(encoder=MODEL_ENCODER):
         import tempfile
         from pathlib import Path
         from alignment.harness import Tolerance, run_case
-        from test_conversion_roundtrip import convert_both_ways
+        from helpers import convert_both_ways
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()) as err:
             try:
                 source, back = convert_both_ways(encoder, Path(tmp))

@@ -11,7 +11,7 @@ import torch
 import paddle_bts
 import paddle_bts.bts
 import torch_ref.bts
-from bts_spec import ENCODER_FACTS
+from bts_core.spec import ENCODER_FACTS
 
 N_UPDATES = 3
 # Running means are ~0.01 here (momentum 0.01 times batch means ~0.5): float32 summation of a batch mean

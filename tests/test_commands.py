@@ -1,7 +1,7 @@
 """What every command shows before it does anything, run as a user runs it (a fresh process, no terminal).
 
 Importing paddle warns that ccache is missing (paddle/utils/cpp_extension); each way the project's
-commands first import paddle hides exactly that warning (bts_spec.quiet_paddle_import) and nothing else.
+commands first import paddle hides exactly that warning (bts_core.cli.quiet_paddle_import) and nothing else.
 """
 import shutil
 
@@ -25,9 +25,9 @@ def test_no_ccache_warning(command):
 
 
 def test_only_the_ccache_warning_is_hidden():
-    code = "import warnings, bts_spec; {quiet}import paddle; warnings.warn('something else')"
+    code = "import warnings, bts_core.cli; {quiet}import paddle; warnings.warn('something else')"
     loud = run_cli("-c", code.format(quiet=""), timeout=120)
-    quiet = run_cli("-c", code.format(quiet="bts_spec.quiet_paddle_import(); "), timeout=120)
+    quiet = run_cli("-c", code.format(quiet="bts_core.cli.quiet_paddle_import(); "), timeout=120)
     if shutil.which("ccache") is None:   # else paddle has nothing to warn about
         assert "UserWarning: No ccache found" in loud.stderr
     assert "ccache" not in quiet.stderr and "UserWarning: something else" in quiet.stderr

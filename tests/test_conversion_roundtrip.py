@@ -1,7 +1,5 @@
 """torch -> paddle -> torch through the files the CLIs write: bit-exact, BN counters included; and the
 written files load both through paddle_bts.load_weights and through plain paddle.load + set_state_dict."""
-import contextlib
-import io
 
 import numpy as np
 import paddle
@@ -9,27 +7,13 @@ import pytest
 import torch
 
 import paddle_bts
-import torch_ref
-from bts_spec import ENCODERS
-from conversion import paddle2torch, torch2paddle
+from bts_core.spec import ENCODERS
 from conversion.convert import torch_to_paddle
-from conversion.seeded import random_state
+from helpers import convert_both_ways
 
 # One per family: DenseNet (renamed modules), ResNet (transposed fc), MobileNetV2. The rest: -m slow.
 DEFAULT = ("densenet121_bts", "resnet50_bts", "mobilenetv2_bts")
 ALL = [e if e in DEFAULT else pytest.param(e, marks=pytest.mark.slow) for e in ENCODERS]
-
-
-def convert_both_ways(encoder, folder):
-    """(source state, state read back) after torch2paddle.py then paddle2torch.py, random values."""
-    source = folder / "model"
-    torch_ref.save_official_checkpoint(random_state(encoder, seed=1), str(source))
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert torch2paddle.main(["--checkpoint", str(source), "--encoder", encoder,
-                                  "--output", str(folder / "paddle"), "--no-verify"]) == 0
-        assert paddle2torch.main(["--weights", str(folder / "paddle"), "--encoder", encoder,
-                                  "--output", str(folder / "back")]) == 0
-    return torch_ref.read_state_dict(str(source)), torch_ref.read_state_dict(str(folder / "back"))
 
 
 @pytest.mark.parametrize("encoder", ALL)

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bts_spec import ENCODERS
+from bts_core.spec import ENCODERS
 from conversion.convert import torch_to_paddle
 from conversion.paddle_files import write_parts
 from conversion.verify import FLOOR_ULPS, NOISE_FACTOR, check_output, verify

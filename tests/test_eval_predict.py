@@ -15,7 +15,10 @@ from PIL import Image
 import torch_ref
 from as_user import run_cli
 from bts_data import BtsSamples, DataError, write_tree
-from bts_data import cli as shared
+from bts_commands.arguments import DEFAULT_FOCAL
+from bts_commands.predict import prediction_input
+from bts_core.depth_files import depth_png
+from bts_core.spec import METRIC_NAMES
 from conversion.convert import torch_to_paddle
 from paddle_bts import evaluate as paddle_eval
 from paddle_bts import predict as paddle_predict
@@ -194,9 +197,9 @@ def test_evaluate_cli_both_frameworks(weights, small_kitti, tmp_path, capsys):
     assert out.count("2 image(s) evaluated, 1 without ground truth skipped") == 2 and "|   silog |" in out
     import pandas as pd
     torch_row, paddle_row = pd.read_csv(torch_csv).iloc[0], pd.read_csv(paddle_csv).iloc[0]
-    assert list(torch_row.index) == [*shared.METRIC_NAMES, "count"] and torch_row["count"] == 2
+    assert list(torch_row.index) == [*METRIC_NAMES, "count"] and torch_row["count"] == 2
     # Paddle's model differs from torch's by fp32 rounding only (model stage); the metrics follow closely.
-    for name in shared.METRIC_NAMES:
+    for name in METRIC_NAMES:
         assert paddle_row[name] == pytest.approx(torch_row[name], rel=1e-4, abs=1e-6), name
     # the CLI's figures are the official protocol applied to the model's own predictions
     samples = BtsSamples(small_kitti.config("test", do_kb_crop=False))
@@ -217,7 +220,7 @@ def test_evaluate_command_prints_the_image_count_as_an_integer(weights, small_ki
     assert result.returncode == 0 and "ccache" not in result.stderr, result.stderr
     header, rule, row = result.stdout.splitlines()[-3:]
     cells = {k.strip(): v.strip() for k, v in zip(header.strip("|").split("|"), row.strip("|").split("|"))}
-    assert list(cells) == [*shared.METRIC_NAMES, "count"] and cells.pop("count") == "2"   # not 2.0000
+    assert list(cells) == [*METRIC_NAMES, "count"] and cells.pop("count") == "2"   # not 2.0000
     assert all(len(v.split(".")[1]) == 4 for v in cells.values())
 
 
@@ -270,9 +273,9 @@ def paddle_model_depth(weights, image_path):
     model = paddle_bts.build_model(ENCODER, max_depth=80.0, dataset="kitti")
     paddle_bts.load_weights(model, str(weights["paddle"]))
     model.eval()
-    image, (height, width) = shared.prediction_input(image_path)
+    image, (height, width) = prediction_input(image_path)
     assert image.shape[2] % 32 == 0 and image.shape[3] % 32 == 0
-    return paddle_predict.predict_image(model, image, shared.DEFAULT_FOCAL["kitti"])[:height, :width]
+    return paddle_eval.predict_image(model, image, DEFAULT_FOCAL["kitti"])[:height, :width]
 
 
 def predict_args(weights, images, out, *extra):
@@ -345,6 +348,6 @@ def test_predict_bad_input(case, weights, images, tmp_path, capsys):
 
 def test_depth_png_scaling():
     depth = np.array([[0.0, 1.0 / 256 - 1e-6, 1.5, 300.0]], np.float32)
-    np.testing.assert_array_equal(shared.depth_png(depth, "kitti"), [[0, 0, 384, 65535]])   # saturates, not wraps
-    np.testing.assert_array_equal(shared.depth_png(np.array([[0.0015, 2.5, np.nan]], np.float32), "nyu"),
+    np.testing.assert_array_equal(depth_png(depth, "kitti"), [[0, 0, 384, 65535]])   # saturates, not wraps
+    np.testing.assert_array_equal(depth_png(np.array([[0.0015, 2.5, np.nan]], np.float32), "nyu"),
                                   [[1, 2500, 0]])

@@ -20,7 +20,7 @@ import paddle_bts.runtime
 from alignment.harness import compare
 from alignment.tolerances import TOLERANCES
 from bench import cli as bench_cli
-from bts_spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
+from bts_core.spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion import torch2paddle
 from conversion.export import export_inference
 from conversion.manifest import sha256_file

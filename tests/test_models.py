@@ -16,7 +16,7 @@ import torch
 
 import paddle_bts
 import torch_ref
-from bts_spec import ENCODER_FACTS, ENCODERS, KITTI_FOCAL
+from bts_core.spec import ENCODER_FACTS, ENCODERS, KITTI_FOCAL
 
 # Shipped with the tests (tests/data/README.md): a missing list fails, it never skips.
 DATA = Path(__file__).resolve().parent / "data"

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-import bts_config
+from bts_core.cli import EXIT_BAD_INPUT
 import paddle_bts
 import paddle_bts.train as ptrain
 import torch_ref
 import torch_ref.train as ttrain
 from as_user import REPO, mode_of, run_cli, usual_mode
-from bts_config import ConfigError, load_config, parse_args, validate
+from bts_core.config import ConfigError, end_learning_rate, load_config, parse_args, validate
 
 CONFIGS = REPO / "configs"
 
@@ -40,7 +40,7 @@ def test_shipped_configs_hold_the_official_values():
     assert (nyu["do_kb_crop"], nyu["degree"]) == (False, 2.5)
     for config in (kitti, nyu):
         assert (config["batch_size"], config["num_epochs"], config["learning_rate"]) == (4, 50, 1e-4)
-        assert (config["adam_eps"], config["weight_decay"], bts_config.end_learning_rate(config)) == (1e-3, 1e-2, pytest.approx(1e-5))
+        assert (config["adam_eps"], config["weight_decay"], end_learning_rate(config)) == (1e-3, 1e-2, pytest.approx(1e-5))
     assert load_config(CONFIGS / "bts_synthetic.yaml")["synthetic"] is True
 
 
@@ -220,7 +220,7 @@ def test_paddle_command_writes_paddledepth_folders_and_a_loss_log(tmp_path):
 ])
 def test_commands_exit_2_with_one_line(module, extra, fragment, tmp_path, capsys):
     argv = ["--config", str(CONFIGS / "bts_synthetic.yaml"), "-o", f"log_directory={tmp_path}", *extra]
-    assert module.main(argv) == bts_config.EXIT_BAD_INPUT
+    assert module.main(argv) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 

@@ -2,7 +2,7 @@
 import pytest
 
 from alignment import twins
-from bts_spec import DEFAULT_MAX_DEPTH
+from bts_core.spec import DEFAULT_MAX_DEPTH
 
 REDUCTIONS = ("reduc8x8", "reduc4x4", "reduc2x2", "reduc1x1")
 

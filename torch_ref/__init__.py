@@ -1,5 +1,5 @@
 """PyTorch reference BTS, faithful to the official cleinc/bts code (names, maths, checkpoints)."""
-from bts_spec import ENCODERS
+from bts_core.spec import ENCODERS
 from torch_ref.bts import BtsModel, build_model, freeze_encoder, weights_init_xavier
 from torch_ref.checkpoint import CheckpointError, load_official_checkpoint, read_state_dict, save_official_checkpoint
 from torch_ref.loss import silog_loss

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bts_spec import (ACONV_BN_EPS, DATASETS, DECODER_BN_EPS, DECODER_BN_MOMENTUM, KITTI_FOCAL,
+from bts_core.spec import (ACONV_BN_EPS, DATASETS, DECODER_BN_EPS, DECODER_BN_MOMENTUM, KITTI_FOCAL,
                       NORMALIZE_EPS, check_encoder, check_input_size, decoder_layout, reduction_stages)
 from torch_ref.encoders import encoder
 
@@ -211,7 +211,7 @@ def build_model(encoder, max_depth=80.0, dataset="kitti", bts_size=512):
 
 def freeze_encoder(model):
     """Official default freezing (first conv and encoder BN parameters); returns the frozen names."""
-    from bts_spec import is_frozen
+    from bts_core.spec import is_frozen
     frozen = []
     for name, param in model.encoder.named_parameters():
         if is_frozen(model.encoder_name, "torch", name):

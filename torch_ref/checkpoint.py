@@ -5,13 +5,13 @@ from pathlib import Path
 
 import torch
 
-from bts_spec import DECODER_FILE, ENCODER_FILE
-from conversion.cli import staged_outputs
+from bts_core.cli import InputError, staged_outputs
+from bts_core.spec import DECODER_FILE, ENCODER_FILE
 
 PREFIX = "module."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file that is not a usable BTS checkpoint; the message is one line meant for the user."""
 
 
@@ -64,7 +64,7 @@ def load_official_checkpoint(model, path):
 
 
 def save_official_checkpoint(model_or_state, path, global_step=0, **extra):
-    """Writes the official format atomically (conversion.cli.staged_outputs: a temporary file in the same
+    """Writes the official format atomically (bts_core.cli.staged_outputs: a temporary file in the same
     folder, given the user's usual permissions and renamed onto `path` at the end)."""
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
     payload = {"global_step": global_step, "model": {PREFIX + k: v for k, v in state.items()}, **extra}

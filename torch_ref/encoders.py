@@ -5,7 +5,7 @@ from typing import Callable
 import torch.nn as nn
 import torchvision.models as tvm
 
-from bts_spec import check_encoder
+from bts_core.spec import check_encoder
 
 
 @dataclass(frozen=True)

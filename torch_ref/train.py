@@ -10,18 +10,14 @@ optimizer state and global_step); a loss log `loss_log_torch.csv`.
 """
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):   # run as a file (as paddle.distributed.launch does): import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-import bts_config  # noqa: E402
-from bts_config import MIN_GT_DEPTH, run_folder  # noqa: E402
-from torch_ref.bts import build_model, freeze_encoder  # noqa: E402
-from torch_ref.checkpoint import load_official_checkpoint, save_official_checkpoint  # noqa: E402
-from torch_ref.loss import silog_loss  # noqa: E402
+from bts_commands.training import RunProgress, run_folder, run_training, schedule_length, synthetic_tree
+from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
+from torch_ref.bts import build_model, freeze_encoder
+from torch_ref.checkpoint import load_official_checkpoint, save_official_checkpoint
+from torch_ref.loss import silog_loss
 
 POWER = 0.9
 LOSS_LOG = "loss_log_torch.csv"   # beside Paddle's when both train with one config
@@ -133,15 +129,15 @@ def save_checkpoint(model, optimizer, folder, global_step):
 
 
 def fit(config):
-    """Trains as `config` (a validated bts_config dict) says; returns a summary (steps, last loss, files)."""
+    """Trains as `config` (a validated bts_core.config dict) says; returns a summary (steps, last loss, files)."""
     from bts_data.dataset import BtsSamples
     from torch_ref.data import make_loader
 
     if config["load_weights_folder"]:
-        raise bts_config.ConfigError("load_weights_folder is a PaddleDepth folder; torch starts from "
+        raise ConfigError("load_weights_folder is a PaddleDepth folder; torch starts from "
                                      "checkpoint_path (convert with conversion/paddle2torch.py)")
     if config["synthetic"]:
-        config = bts_config.synthetic_tree(config)
+        config = synthetic_tree(config)
     torch.manual_seed(config["seed"])
     model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     if config["checkpoint_path"]:
@@ -153,10 +149,10 @@ def fit(config):
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    _, total = bts_config.schedule_length(config, len(samples))
-    scheduler = build_scheduler(optimizer, total, bts_config.end_learning_rate(config))
+    _, total = schedule_length(config, len(samples))
+    scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
     folder = run_folder(config)
-    run = bts_config.RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
+    run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
                                  LOSS_LOG, "torch_ref train")
     try:
         steps = run_epochs(model, optimizer, scheduler, lambda epoch: make_loader(samples, epoch=epoch, **loader_args),
@@ -167,7 +163,7 @@ def fit(config):
 
 
 def main(argv=None) -> int:
-    return bts_config.run_training(fit, argv, "Train BTS in torch with the official recipe.", CHECKPOINT_NAME)
+    return run_training(fit, argv, "Train BTS in torch with the official recipe.", CHECKPOINT_NAME)
 
 
 if __name__ == "__main__":

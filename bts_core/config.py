@@ -1,4 +1,4 @@
-"""The training configuration both frameworks read, and the framework-neutral parts of a training run.
+"""The training configuration both frameworks read (the run's plumbing: bts_commands/training.py).
 
 A config is a flat YAML file (PaddleDepth's style: `--config configs/bts_kitti.yaml`, then `-o key=value`
 overrides); the keys and defaults are those of the official `bts_main.py` with the KITTI Eigen
@@ -6,17 +6,13 @@ arguments. An unknown key, a value of the wrong type or a value out of range is 
 the training commands print as one line and exit with 2. Nothing here imports a deep-learning framework.
 """
 import argparse
-import csv
 import math
-import re
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
-from bts_spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS
-
-from conversion.cli import EXIT_BAD_INPUT, EXIT_OK, InputError, run_command  # noqa: F401 (exit codes for callers)
+from bts_core.cli import InputError
+from bts_core.spec import DATASETS, DEFAULT_DEGREE, DEFAULT_INPUT_SIZE, DEFAULT_MAX_DEPTH, ENCODERS
 
 # Official defaults (bts_main.py + arguments_train_eigen.txt; eps 1e-3 as in the reference spec).
 # None: not set, or (marked *) the official value for the dataset, filled in by `validate`.
@@ -69,7 +65,7 @@ CHOICES = {"encoder": ENCODERS, "dataset": DATASETS}
 MIN_GT_DEPTH = {"kitti": 1.0, "nyu": 0.1}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config a user can fix; the message is one line."""
 
 
@@ -130,14 +126,13 @@ def validate(config):
 
 
 def _dataset_defaults(config):
-    """The dataset's official values for the keys left at None (bts_data knows the data ones)."""
-    from bts_data.dataset import DataConfig
-    data = DataConfig(dataset=config["dataset"], data_path="", filenames_file="", input_height=config["input_height"],
-                      input_width=config["input_width"], do_kb_crop=config["do_kb_crop"],
-                      degree=config["degree"]).resolved()
-    max_depth = DEFAULT_MAX_DEPTH[config["dataset"]] if config["max_depth"] is None else config["max_depth"]
-    return {"max_depth": max_depth, "input_height": data.input_height, "input_width": data.input_width,
-            "do_kb_crop": data.do_kb_crop, "degree": data.degree}
+    """The dataset's official values for the keys left at None (as bts_data.DataConfig.resolved fills them)."""
+    dataset = config["dataset"]
+    height, width = DEFAULT_INPUT_SIZE[dataset]
+    pick = lambda key, default: default if config[key] is None else config[key]   # noqa: E731
+    return {"max_depth": pick("max_depth", DEFAULT_MAX_DEPTH[dataset]), "input_height": int(pick("input_height", height)),
+            "input_width": int(pick("input_width", width)), "do_kb_crop": bool(pick("do_kb_crop", dataset == "kitti")),
+            "degree": float(pick("degree", DEFAULT_DEGREE[dataset]))}
 
 
 def end_learning_rate(config):
@@ -176,129 +171,3 @@ def parse_args(argv, description):
     parser.add_argument("--force", action="store_true",
                         help="overwrite the checkpoints an earlier run left in <log_directory>/<model_name>")
     return parser.parse_args(argv)
-
-
-def run_training(fit, argv, description, checkpoint_name):
-    """`fit(config)` behind the command line: user errors become one stderr line and exit code 2; an
-    earlier run's checkpoints (`checkpoint_name`, e.g. "model-{step}") are kept unless --force; a
-    finished run ends with one summary line on stdout, terminal or not."""
-    def train(args):
-        config = load_config(args.config, args.opt)
-        refuse_existing_checkpoints(run_folder(config), checkpoint_name, args.force)
-        summary = fit(config)
-        if summary["loss_log"] is not None:   # the lead process (rank 0) speaks for a distributed run
-            print(summary_line(summary), flush=True)
-    return run_command(train, parse_args(argv, description), more_bad_input=(ConfigError,))
-
-
-def _listed(names, most=3):
-    return ", ".join(names) if len(names) <= most else f"{names[0]}, ..., {names[-1]} ({len(names)} in all)"
-
-
-def _step_order(name):
-    digits = re.search(r"\d+", name)
-    return (int(digits.group()) if digits else -1, name)
-
-
-def refuse_existing_checkpoints(folder, checkpoint_name, force):
-    """An InputError (exit 2) naming `folder` if it holds checkpoints named like `checkpoint_name`
-    ("model-{step}") and not `force`; checked before anything is written."""
-    pattern = re.compile(re.escape(checkpoint_name).replace(re.escape("{step}"), r"\d+"))
-    found = sorted((p.name for p in Path(folder).iterdir() if pattern.fullmatch(p.name)), key=_step_order) \
-        if Path(folder).is_dir() else []
-    if found and not force:
-        raise InputError(f"{folder} already holds checkpoints of an earlier run ({_listed(found)}); "
-                         f"pass --force to overwrite them, or choose another log_directory or model_name")
-
-
-# ---- Pieces of a run that do not depend on the framework ---------------------------------------
-
-def run_folder(config):
-    return Path(config["log_directory"]) / config["model_name"]
-
-
-class LossLog:
-    """loss_log.csv, one row per step (step, epoch, lr, loss, time), flushed as it goes so a crashed run
-    keeps its history; a new run in the same folder starts the file afresh."""
-    COLUMNS = ("step", "epoch", "lr", "loss", "time")
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.COLUMNS)
-
-    def write(self, record):
-        self._writer.writerow([repr(record[c]) if isinstance(record[c], float) else record[c] for c in self.COLUMNS])
-        self._file.flush()
-
-    def close(self):
-        self._file.close()
-
-
-def schedule_length(config, n_samples):
-    """(steps per epoch, total steps) of a run over `n_samples`; a batch larger than the data is an error."""
-    from bts_data.dataset import batch_indices
-    per_epoch = len(batch_indices(n_samples, config["batch_size"], config["seed"], epoch=0))
-    if per_epoch == 0:
-        raise ConfigError(f"batch_size {config['batch_size']} exceeds the {n_samples} training samples")
-    return per_epoch, config["num_epochs"] * per_epoch
-
-
-class RunProgress:
-    """A run's bookkeeping besides the weights, the same in both frameworks: progress bar, loss log and
-    checkpoint cadence (every `save_freq` steps and after each epoch). `save(step)` writes a checkpoint
-    and returns its path. Only the lead process (rank 0) logs and saves; `on_step` / `on_epoch` are the
-    training loop's callbacks."""
-
-    def __init__(self, config, total, save, log_name, desc, lead=True):
-        self.config, self.total, self.save, self.desc, self.lead = config, total, save, desc, lead
-        self.log = LossLog(run_folder(config) / log_name) if lead else None
-        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=None if lead else True)
-        self.saved, self.last = [], {}
-
-    def on_step(self, record):
-        self.last.update(record)
-        self.bar.update(1)
-        self.bar.set_postfix(epoch=record["epoch"], lr=f"{record['lr']:.2e}", loss=f"{record['loss']:.4f}")
-        done = record["step"] + 1
-        if self.lead:
-            self.log.write(record)
-            if self.config["save_freq"] and done % self.config["save_freq"] == 0 and done < self.total:
-                self.saved.append(self.save(done))
-
-    def on_epoch(self, epoch, global_step):
-        if self.lead:
-            self.saved.append(self.save(global_step))
-
-    def close(self):
-        self.bar.close()
-        if self.log is not None:
-            self.log.close()
-
-    def summary(self, steps):
-        return {"desc": self.desc, "steps": steps, "last": self.last, "folder": str(run_folder(self.config)),
-                "checkpoints": [str(p) for p in self.saved], "loss_log": str(self.log.path) if self.log else None}
-
-
-def summary_line(summary):
-    """One line for the end of a run: steps, last loss, and the files written where."""
-    last, checkpoints = summary["last"], list(dict.fromkeys(Path(p).name for p in summary["checkpoints"]))
-    written = ([_listed(checkpoints)] if checkpoints else []) + [Path(summary["loss_log"]).name]
-    return (f"{summary['desc']}: {summary['steps']} steps, last loss {last['loss']:.4f} (epoch {last['epoch']}, "
-            f"lr {last['lr']:.2e}); wrote {summary['folder']}/: {', '.join(written)}")
-
-
-def synthetic_tree(config):
-    """Points `config` at a synthetic tree rooted at data_path (default <log_directory>/synthetic_<dataset>),
-    writing it first if its training list is missing."""
-    from bts_data.synthetic import write_tree
-    dataset = config["dataset"]
-    root = Path(config["data_path"] or Path(config["log_directory"]) / f"synthetic_{dataset}")
-    train_list = root / f"{dataset}_train.txt"
-    if not train_list.is_file():
-        write_tree(root, dataset, config["synthetic_images"], seed=config["seed"])
-    # the layout bts_data.synthetic writes: images under raw/ and depth under gt/ (KITTI), both in sync/ (NYU)
-    data_path, gt_path = (root / "raw", root / "gt") if dataset == "kitti" else (root / "sync", root / "sync")
-    return {**config, "data_path": str(data_path), "gt_path": str(gt_path), "filenames_file": str(train_list)}

@@ -1,9 +1,8 @@
 """Framework-neutral facts of the official BTS network, shared by `torch_ref` and `paddle_bts`.
 
-Numbers come from the official cleinc/bts PyTorch code (see shared/reference/official_bts_spec.md).
+Numbers come from the official cleinc/bts PyTorch code (see README, 'Models').
 Nothing here imports a deep-learning framework, so both mirrors and the converter can use it.
 """
-import warnings
 from dataclasses import dataclass
 
 KITTI_FOCAL = 715.0873          # final_depth *= focal / KITTI_FOCAL when dataset == "kitti"
@@ -17,14 +16,7 @@ INPUT_MULTIPLE = 32             # encoders downsample by 32; H and W must be mul
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ENCODER_FILE, DECODER_FILE = "encoder.pdparams", "depth.pdparams"   # PaddleDepth's weight folder
-
-
-def quiet_paddle_import():
-    """Hides the one warning `import paddle` prints on every command (paddle/utils/cpp_extension: ccache,
-    a compiler cache for custom C++ ops, is missing): irrelevant here, and it would break the commands'
-    promise of a single `error: ...` line on stderr. Call before the first `import paddle`; every entry point
-    that imports paddle does (the paddle_bts, conversion and bench packages, and the scripts run as files)."""
-    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+DEPTH_SCALE = {"kitti": 256.0, "nyu": 1000.0}     # official uint16 depth PNG: value per metre
 
 
 @dataclass(frozen=True)
@@ -114,6 +106,8 @@ def is_frozen(encoder, framework, encoder_param_name):
 # order: silog, log10, abs_rel, sq_rel, rms, log_rms, d1, d2, d3). Shared by both mirrors.
 METRIC_NAMES = ("silog", "abs_rel", "log10", "rms", "sq_rel", "log_rms", "d1", "d2", "d3")
 KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216          # KITTI benchmark crop of the network input
+DEFAULT_INPUT_SIZE = {"kitti": (352, 704), "nyu": (416, 544)}   # training crop (official argument files)
+DEFAULT_DEGREE = {"kitti": 1.0, "nyu": 2.5}                        # random rotation range, degrees
 DEFAULT_MAX_DEPTH = {"kitti": 80.0, "nyu": 10.0}    # max_depth_eval of the official argument files
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)   # rows, cols as fractions of H, W
 EIGEN_CROP_KITTI = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # official: 0.0359477 (one digit less)

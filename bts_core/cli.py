@@ -1,39 +1,55 @@
-"""What the conversion CLIs share: one-line errors with fixed exit codes, outputs that appear only complete.
+"""What every command shares: one-line errors with fixed exit codes, outputs that appear only complete.
 
 Exit codes: 0 done; 1 the converted weights failed verification; 2 bad input or output location.
 Every output is first written under a temporary name next to its final place and renamed at the end,
 so a failure (or Ctrl-C) never leaves a half-written file or folder behind.
 """
+import argparse
 import contextlib
 import os
 import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bts_data import DataError
 
 EXIT_OK, EXIT_VERIFICATION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class InputError(ValueError):
-    """Bad arguments, input files or output location; the message is one line meant for the user."""
+    """Bad arguments, input files or output location; the message is one line meant for the user. Every
+    error a user can cause derives from it (DataError, ConfigError, CheckpointError, WeightsError,
+    ConversionError), so `run_command` maps them all to exit 2 without knowing the packages above."""
 
 
 class VerificationFailed(RuntimeError):
     """A check failed: outputs beyond tolerance, or files that differ from their manifest."""
 
 
-def bad_input_errors():
-    """Errors a user causes (bad files, arguments, data). Imported here, not at module level, so that
-    framework-free commands (training configs, data) can share this module without importing a framework."""
-    from conversion.convert import ConversionError
-    from paddle_bts import WeightsError
-    from torch_ref import CheckpointError
-    return InputError, CheckpointError, WeightsError, ConversionError, DataError
+def quiet_paddle_import():
+    """Hides the one warning `import paddle` prints on every command (paddle/utils/cpp_extension: ccache,
+    a compiler cache for custom C++ ops, is missing): irrelevant here, and it would break the commands'
+    promise of a single `error: ...` line on stderr. Call before the first `import paddle`; every entry point
+    that imports paddle does (the paddle_bts, conversion and bench packages, and the scripts run as files)."""
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+
+
+def positive(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def say_error(message):
@@ -48,7 +64,7 @@ def run_command(command, args, more_bad_input=()):
     except VerificationFailed as e:
         say_error(e)
         return EXIT_VERIFICATION_FAILED
-    except (*bad_input_errors(), *more_bad_input) as e:
+    except (InputError, *more_bad_input) as e:
         say_error(e)
         return EXIT_BAD_INPUT
     except OSError as e:   # unreadable input, unwritable output, full disk
