@@ -8,7 +8,6 @@ NaN pass and transposes mismatched shapes silently.
 """
 import contextlib
 import json
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -65,9 +64,12 @@ def finite_max_abs(array):
 
 
 def _noise(ref, other):
-    """max|ref - other| over the elements finite in both: torch's own noise on this tensor."""
+    """max|ref - other| over the elements finite in both: torch's own noise on this tensor (the largest
+    over the references when `other` is a tuple of several)."""
     if other is None:
         return None
+    if isinstance(other, tuple):
+        return max(_noise(ref, one) for one in other)
     other = np.asarray(other, np.float64)
     if other.shape != ref.shape:
         raise ValueError(f"noise reference of shape {other.shape} for a tensor of shape {ref.shape}")

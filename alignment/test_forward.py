@@ -18,7 +18,7 @@ from alignment import noise, twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import LAYER_LOCALISATION, TOLERANCES
 from alignment.localise import Recorder, first_divergence, layer_table, plot_layers
-from bts_spec import ENCODERS, OUTPUT_NAMES
+from bts_core.spec import ENCODERS, OUTPUT_NAMES
 
 MODULE_ENCODER = "densenet121_bts"   # small, fast twin whose decoder sub-layers the module stages use
 FLAGSHIP = "densenet161_bts"
@@ -130,7 +130,8 @@ def encoder_case(encoder):
         exact, perturbed = noise.references(lambda m, image: m(image), [x], twins.to_torch, tm.encoder)
         # paddle.vision's DenseNet fuses the ReLU that BTS's decoder applies to the last feature anyway.
         if encoder.startswith("densenet"):
-            t[4], exact[4], perturbed[4] = (np.maximum(v[4], 0) for v in (t, exact, perturbed))
+            t[4], exact[4] = np.maximum(t[4], 0), np.maximum(exact[4], 0)
+            perturbed[4] = tuple(np.maximum(v, 0) for v in perturbed[4])
         names = [f"skip{i}" for i in range(4)] + ["dense_features"]
         return dict(zip(names, t)), dict(zip(names, p)), None, {"exact": dict(zip(names, exact)),
                                                                 "perturbed": dict(zip(names, perturbed))}

@@ -57,6 +57,12 @@ def test_noise_floor_is_the_larger_of_fp64_and_reordered():
     assert row["torch_order_noise"] == pytest.approx(2e-6) and row["over_bound"] == pytest.approx(0.75)
 
 
+def test_several_reordered_references_give_the_largest_noise():
+    ref, got = np.array([1.0, 2.0]), np.array([1.0, 2.0 + 3e-6])
+    row = compare(ref, got, NOISY, perturbed=(ref + 1e-6, ref - 2e-6))
+    assert row["passed"] and row["torch_order_noise"] == pytest.approx(2e-6)
+
+
 def test_shape_mismatch_fails():
     assert not compare(np.zeros((2, 3)), np.zeros((3, 2)), ABS)["passed"]
 
