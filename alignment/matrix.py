@@ -22,6 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+# The environment as this process started: Paddle's import (describe() below) sets OMP_NUM_THREADS=1 in
+# os.environ, which every later configuration would otherwise inherit.
+START_ENV = dict(os.environ)
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 CONFIGS = {
     "as-is": {},
@@ -41,7 +44,7 @@ DEFAULT = ["as-is", "1-thread", "avx2", "mkl-cpu-type-5"]
 def run_config(name, pytest_args, out):
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **CONFIGS[name], "BTS_REPORTS": str(folder), "BTS_MATRIX_CONFIG": name}
+    env = {**START_ENV, **CONFIGS[name], "BTS_REPORTS": str(folder), "BTS_MATRIX_CONFIG": name}
     junit = folder / "junit.xml"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", f"--junitxml={junit}", *pytest_args]
     start = time.perf_counter()
