@@ -104,7 +104,9 @@ def compare(ref, got, tol, scale=None, exact=None, perturbed=None):
     both = np.isfinite(ref64) & np.isfinite(got64)
     diff = np.abs(ref64[both] - got64[both])   # finite pairs only (inf - inf is no number)
     rel = diff / np.maximum(np.abs(ref64[both]), np.finfo(np.float32).tiny)
-    bound = np.broadcast_to(tol.bound(ref64, scale, noise), ref64.shape)[both]
+    full_bound = np.broadcast_to(tol.bound(ref64, scale, noise), ref64.shape)
+    row["max_bound"] = float(full_bound.max(initial=0.0))   # reprod_log's one threshold for this tensor
+    bound = full_bound[both]
     over = diff > bound
     a, b = ref64[both].ravel(), got64[both].ravel()
     denom = np.linalg.norm(a) * np.linalg.norm(b)
@@ -184,14 +186,6 @@ def environment(torch_device="cpu", paddle_device="cpu"):
             "tf32": bool(torch.backends.cudnn.allow_tf32 and torch.cuda.is_available())}
 
 
-def _max_bound(ref, tol, scale, noise_row):
-    """The largest element-wise bound of a tensor (reprod_log's single threshold for it)."""
-    ref = np.asarray(ref, np.float64)
-    noise = max(noise_row.get("torch_fp64_noise", 0.0), noise_row.get("torch_order_noise", 0.0))
-    bound = np.asarray(tol.bound(ref, scale, noise), np.float64)
-    return float(bound.max(initial=0.0)) if bound.size else 0.0
-
-
 def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=None, meta=None, exact=None,
              order=None, perturbed=None, expected_failure=None, asserted=True):
     """Compares two {name: array} dicts and writes the stage report; returns a Result (never raises on diff).
@@ -208,12 +202,8 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
     rows = {}
     for name in torch_out:
         if name in paddle_out:
-            name_tol = tolerances.get(name, tol)
-            row = compare(torch_out[name], paddle_out[name], name_tol, scales.get(name), exact.get(name),
-                          perturbed.get(name))
-            if "note" not in row:
-                row["max_bound"] = _max_bound(torch_out[name], name_tol, scales.get(name), row)
-            rows[name] = row
+            rows[name] = compare(torch_out[name], paddle_out[name], tolerances.get(name, tol), scales.get(name),
+                                 exact.get(name), perturbed.get(name))
     for name in missing:
         rows[name] = {"passed": False, "rtol": tol.rtol, "atol": tol.atol, "over_bound": float("inf"),
                       "note": "present on one side only"}

@@ -311,9 +311,8 @@ def run_train(encoder, dtype="float64"):
         t_records, t_seen = _train(ttrain, tm, torch_loader, lambda t: t.float(), steps)
     else:
         tm.double()
-        t_records, t_seen = reference_records, reference_seen
-    if dtype == "float64":
         pm.to(dtype="float64")
+        t_records, t_seen = reference_records, reference_seen
     p_records, p_seen = _train(ptrain, pm, paddle_loader, lambda t: t.astype(dtype), steps)
 
     torch_out, paddle_out = _states(tm, pm, encoder, prefix="final/")
