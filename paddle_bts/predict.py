@@ -1,4 +1,5 @@
-"""`python -m paddle_bts.predict`: depth maps of a folder of images (bts_commands.predict) with paddle_bts."""
+"""`python -m paddle_bts.predict`: depth maps of an official test list or a folder of images
+(bts_commands.predict) with paddle_bts."""
 import sys
 from functools import partial
 

@@ -1,4 +1,5 @@
-"""`python -m torch_ref.predict`: depth maps of a folder of images (bts_commands.predict) with torch_ref."""
+"""`python -m torch_ref.predict`: depth maps of an official test list or a folder of images
+(bts_commands.predict) with torch_ref."""
 import sys
 from functools import partial
 
