@@ -92,7 +92,9 @@ Source: `{source['path']}` ({source['bytes']:,} bytes, sha256 `{source['sha256']
 {markdown(_files_table(weight_files))}
 
 `encoder.pdparams` holds the encoder (`base_model.*`, paddle.vision names) and `depth.pdparams` the
-decoder (`bts`, official names): PaddleDepth's layout. `manifest.json` records every hash and figure here.
+decoder (`bts`, official names): PaddleDepth's layout. `model.safetensors` holds the same weights under
+torch_ref's (official) names in float32, without pickle, for either framework (see Use).
+`manifest.json` records every hash and figure here.
 
 ## Use
 
@@ -106,6 +108,16 @@ depth_8x8, depth_4x4, depth_2x2, reduc1x1, final_depth = model(image, focal)
 `image`: N x 3 x H x W RGB in [0, 1], ImageNet-normalised (mean {IMAGENET_MEAN}, std
 {IMAGENET_STD}), H and W multiples of 32; `focal`: N focal lengths in pixels. PaddleDepth:
 `set_state_dict(paddle.load(...))` on its encoder and depth decoder (it only warns on missing keys).
+
+From `model.safetensors` (nothing unpickled), into either framework, strictly and bit for bit:
+
+```python
+import torch_ref
+from conversion.safetensors_weights import load_paddle, load_torch
+load_paddle(model, "<this folder>/model.safetensors").eval()
+torch_model = torch_ref.BtsModel("{m['encoder']}", max_depth={m['max_depth']:g}, dataset="{m['dataset']}")
+load_torch(torch_model, "<this folder>/model.safetensors").eval()
+```
 
 {_deploy_section(m.get('inference'))}## Parity with the source
 
