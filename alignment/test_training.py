@@ -11,10 +11,6 @@
 
 Each `run_*` function writes its report and returns the Result (fault runs call them); the tests assert.
 """
-import atexit
-import functools
-import shutil
-import tempfile
 
 import numpy as np
 import paddle
@@ -26,37 +22,16 @@ import torch_ref.train as ttrain
 from alignment import twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import ADAMW_ROUNDING, ADAMW_UPDATE_RTOL, TOLERANCES
-
-LR0, EPS, WD = 1e-4, 1e-3, 1e-2   # the official recipe (bts_main.py, reference spec)
-
-
-def _torch_names(model):
-    """Parameters and BN statistics by torch name, in registration order (num_batches_tracked left out:
-    Paddle keeps no counter)."""
-    return [n for n in model.state_dict() if not n.endswith("num_batches_tracked")]
-
-
-def _paddle_array(state, name, encoder):
-    value = twins.numpy_of(state[twins.paddle_param_name(name, encoder)])
-    return value.T if value.ndim == 2 else value   # Linear: Paddle stores [in, out]
-
-
-def _states(tm, pm, encoder, prefix=""):
-    """{prefix + torch name: array} of every parameter and BN statistic, for both twins."""
-    pstate = pm.state_dict()
-    names = _torch_names(tm)
-    tstate = tm.state_dict()
-    # copies: torch's numpy() shares memory with the live parameter, which later steps change
-    return ({prefix + n: twins.numpy_of(tstate[n]).copy() for n in names},
-            {prefix + n: _paddle_array(pstate, n, encoder) for n in names})
-
+from alignment.training_runs import (EPS, LR0, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_IMAGES, TRAIN_SIZE, WD, curve, states,
+                                     torch_float64_run, train)
 
 # ---- optimizer --------------------------------------------------------------------------------------
 
-def _groups(optimizer_params, named):
-    """Per torch parameter (registration order): 0 encoder group, 1 decoder group, -1 not optimised."""
+def _groups(optimizer_params, named, trainable):
+    """Per torch parameter (registration order): 0 encoder group, 1 decoder group, -1 never updated (torch
+    lists frozen parameters in the encoder group, as bts_main.py does; they get no gradient)."""
     where = {id(p): g for g, params in enumerate(optimizer_params) for p in params}
-    return np.array([where.get(id(p), -1) for _, p in named], np.float64)
+    return np.array([where.get(id(p), -1) if trainable(p) else -1 for _, p in named], np.float64)
 
 
 def _seeded_gradients(tm, seed=0):
@@ -98,11 +73,13 @@ def run_optimizer(encoder):
     named_t = list(tm.named_parameters())
     pparams = dict(pm.named_parameters())
     named_p = [(n, pparams[twins.paddle_param_name(n, encoder)]) for n, _ in named_t]
-    torch_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_t.param_groups], named_t),
+    torch_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_t.param_groups], named_t,
+                                                                       lambda p: p.requires_grad),
                  "weight_decay of group": np.array([g["weight_decay"] for g in opt_t.param_groups])}
-    paddle_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_p._param_groups], named_p),
+    paddle_out = {"group (-1 frozen, 0 encoder, 1 decoder)": _groups([g["params"] for g in opt_p._param_groups], named_p,
+                                                                        lambda p: not p.stop_gradient),
                   "weight_decay of group": np.array([g["weight_decay"] for g in opt_p._param_groups])}
-    before, before_p = _states(tm, pm, encoder)
+    before, before_p = states(tm, pm, encoder)
     scales = {}
     for step in (1, 2):   # the second step uses the moments the first one left
         _apply_gradients(tm, pm, _seeded_gradients(tm, seed=step), encoder)
@@ -110,7 +87,7 @@ def run_optimizer(encoder):
         opt_p.step()
         opt_t.zero_grad(set_to_none=True)
         opt_p.clear_grad(set_to_zero=False)
-        after_t, after_p = _states(tm, pm, encoder)
+        after_t, after_p = states(tm, pm, encoder)
         for name in (n for n in after_t if "running_" not in n):
             key = f"step{step}/{name}"
             torch_out[key], paddle_out[key] = after_t[name], after_p[name]
@@ -240,59 +217,6 @@ def _plot_lr(torch_out, paddle_out, path, title):
 
 # ---- train ---------------------------------------------------------------------------------------
 
-TRAIN_IMAGES, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SIZE = 10, 2, 2, (64, 128)   # 2 epochs x 5 steps
-
-
-@functools.lru_cache(maxsize=None)
-def synthetic_kitti():
-    """A synthetic KITTI tree (bts_data) shared by this process's train cases; removed at exit."""
-    from bts_data.synthetic import write_tree
-    root = tempfile.mkdtemp(prefix="bts-train-stage-")
-    atexit.register(shutil.rmtree, root, True)
-    return write_tree(root, "kitti", TRAIN_IMAGES, seed=0)
-
-
-def _samples():
-    from bts_data.dataset import BtsSamples
-    return BtsSamples(synthetic_kitti().config("train", input_height=TRAIN_SIZE[0], input_width=TRAIN_SIZE[1]))
-
-
-def _batches(make_loader, samples, convert, seen):
-    """Each epoch's batches from a framework's loader; records each batch's arrays (to prove both sides
-    trained on the same data) and casts them with `convert`."""
-    def batches(epoch):
-        for batch in make_loader(samples, TRAIN_BATCH, seed=0, epoch=epoch, shuffle=True, num_workers=0):
-            seen.append({k: twins.numpy_of(batch[k]) for k in ("image", "depth", "focal")})
-            yield {k: convert(batch[k]) for k in ("image", "depth", "focal")}
-    return batches
-
-
-def _train(module, model, make_loader, convert, steps):
-    optimizer = module.build_optimizer(model, LR0, EPS, WD)
-    scheduler = module.build_scheduler(optimizer, steps)
-    records, seen = [], []
-    module.run_epochs(model, optimizer, scheduler, _batches(make_loader, _samples(), convert, seen), TRAIN_EPOCHS,
-                      1.0, on_step=records.append)
-    assert len(records) == steps
-    return records, seen
-
-
-def _curve(records, key):
-    return np.array([r[key] for r in records], np.float64)
-
-
-@functools.lru_cache(maxsize=2)
-def _torch_float64_run(encoder, steps):
-    """torch's training run in float64 from the twin weights: the verdict's reference in the float64 case
-    and the fp32 case's noise floor (torch's own rounding drift). Cached: both cases use the same run."""
-    from torch_ref.data import make_loader as torch_loader
-    tm, _ = twins.build_twins(encoder)
-    tm.double()
-    records, seen = _train(ttrain, tm, torch_loader, lambda t: t.double(), steps)
-    state = tm.state_dict()
-    return records, seen, {f"final/{n}": twins.numpy_of(state[n]).copy() for n in _torch_names(tm)}
-
-
 def run_train(encoder, dtype="float64"):
     """N steps of each framework's training loop from twin weights; returns the Result.
 
@@ -302,25 +226,26 @@ def run_train(encoder, dtype="float64"):
     from paddle_bts.data import make_loader as paddle_loader
     from torch_ref.data import make_loader as torch_loader
     steps = TRAIN_EPOCHS * (TRAIN_IMAGES // TRAIN_BATCH)
-    reference_records, reference_seen, reference_state = _torch_float64_run(encoder, steps)
+    reference = torch_float64_run(encoder)
+    reference_records, reference_seen, reference_state = reference.records, reference.seen, reference.state
     tm, pm = twins.build_twins(encoder)
     # Official recipe: train mode (BN batch statistics, running statistics updated), official freezing.
     exact = None
     if dtype == "float32":
-        exact = {**reference_state, "loss per step": _curve(reference_records, "loss")}
-        t_records, t_seen = _train(ttrain, tm, torch_loader, lambda t: t.float(), steps)
+        exact = {**reference_state, "loss per step": curve(reference_records, "loss")}
+        t_records, t_seen = train(ttrain, tm, torch_loader, lambda t: t.float(), steps)
     else:
         tm.double()
         pm.to(dtype="float64")
         t_records, t_seen = reference_records, reference_seen
-    p_records, p_seen = _train(ptrain, pm, paddle_loader, lambda t: t.astype(dtype), steps)
+    p_records, p_seen = train(ptrain, pm, paddle_loader, lambda t: t.astype(dtype), steps)
 
-    torch_out, paddle_out = _states(tm, pm, encoder, prefix="final/")
+    torch_out, paddle_out = states(tm, pm, encoder, prefix="final/")
     if dtype == "float64":
         torch_out = {n: reference_state[n] for n in torch_out}
     for out, records, seen in ((torch_out, t_records, t_seen), (paddle_out, p_records, p_seen)):
-        out["loss per step"] = _curve(records, "loss")
-        out["lr per step"] = _curve(records, "lr")
+        out["loss per step"] = curve(records, "loss")
+        out["lr per step"] = curve(records, "lr")
         for key in ("image", "depth", "focal"):   # the data itself: both loaders must give the same arrays
             out[f"data/{key}"] = np.stack([s[key] for s in seen]).astype(np.float32)
     tol = TOLERANCES["train" if dtype == "float32" else "train_fp64"]

@@ -119,3 +119,18 @@ TOLERANCES.update({
     "train_fp64_bn": Tolerance(rtol=0.0, atol=1e-6, atol_of_max=True, why=(
         "float32 momentum in Paddle's BN kernel (9.5e-7 relative): 1e-6 x max|statistic| (measured 3.2e-7)")),
 })
+# resume (alignment/test_resume.py): float64 in both, the train stage's bounds for what the steps produce.
+TOLERANCES.update({
+    "resume_state": Tolerance(rtol=0.0, atol=0.0, why=(
+        "the state each side resumes from is the checkpoint's float64 values copied (moments, weights; beta "
+        "powers as beta^(step+1)): exact")),
+    # The moments are averages of gradients and of squared gradients, and float64 gradients agree to
+    # backward_fp64's 1e-8 x max|grad|: |d exp_avg| <= 1e-8 x max, |d exp_avg_sq| <= 2 x 1e-8 x max
+    # (|d g^2| <= 2 |g| |d g|). Measured after 4 + 2 steps (densenet121, AMD EPYC): <= 2.9e-11 x max
+    # (exp_avg) and 3.2e-11 x max (exp_avg_sq), 0.003x the bounds; a moment restarted from zero differs by
+    # its whole value.
+    "resume_exp_avg": Tolerance(rtol=0.0, atol=1e-8, atol_of_max=True, why=(
+        "AdamW exp_avg, float64 in both: backward_fp64's gradient bound, 1e-8 x max|tensor|")),
+    "resume_exp_avg_sq": Tolerance(rtol=0.0, atol=2e-8, atol_of_max=True, why=(
+        "AdamW exp_avg_sq, float64 in both: 2 x backward_fp64's gradient bound (|d g^2| <= 2|g||d g|)")),
+})

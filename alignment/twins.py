@@ -59,13 +59,18 @@ def photographs(height=128, width=256):
     return verify.photographs(height, width, ("astronaut", "chelsea"))
 
 
+def torch_twin(encoder, dataset="kitti", seed=0):
+    """build_twins' torch model alone (on the CPU, train mode left to the caller)."""
+    photos = photographs()   # BN statistics of natural images: activations at a trained network's scale
+    return torch_ref.seeded_reference_model(encoder, seed=seed, max_depth=DEFAULT_MAX_DEPTH[dataset], dataset=dataset,
+                                            calibration=np.concatenate([photos, photos[..., ::-1]]))
+
+
 def build_twins(encoder, dataset="kitti", seed=0, torch_running_var=True):
     """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one;
     both with the dataset's official max_depth (80 m KITTI, 10 m NYU)."""
     max_depth = DEFAULT_MAX_DEPTH[dataset]
-    photos = photographs()   # BN statistics of natural images: activations at a trained network's scale
-    torch_model = torch_ref.seeded_reference_model(encoder, seed=seed, max_depth=max_depth, dataset=dataset,
-                                                   calibration=np.concatenate([photos, photos[..., ::-1]]))
+    torch_model = torch_twin(encoder, dataset, seed)
     parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
     report.raise_if_bad()
     paddle_model = paddle_bts.build_model(encoder, max_depth=max_depth, dataset=dataset,

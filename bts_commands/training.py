@@ -4,6 +4,7 @@ loss log, checkpoint cadence) and the summary line it ends with. Each framework'
 """
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -81,16 +82,43 @@ def schedule_length(config, n_samples):
     return per_epoch, config["num_epochs"] * per_epoch
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts: its global step, the epoch that falls in, and that epoch's batches already done."""
+    global_step: int = 0
+    epoch: int = 0
+    skip_batches: int = 0
+
+
+def resume_at(config, saved_step, optimizer_restored, source, per_epoch, total):
+    """The Start of a run from a saved state (official semantics: global step and LR position restored;
+    `retrain: true` restarts at step 0 with the loaded weights and optimizer). The loaders are seeded per
+    epoch, so skipping the batches already done continues the interrupted run exactly (bts_main.py would
+    run the interrupted epoch again from its start). Says what it restored on stdout."""
+    step = 0 if config["retrain"] else saved_step
+    if step >= total:
+        raise ConfigError(f"{source} is at global step {step}, and the run has {total} steps ({config['num_epochs']} "
+                          f"epochs x {per_epoch}): nothing left to train; raise num_epochs, or set retrain: true")
+    epoch, skip = divmod(step, per_epoch)
+    optimizer = "optimizer state restored" if optimizer_restored else "no optimizer state in it: a fresh AdamW"
+    where = f"global step {step} (epoch {epoch}, batch {skip} of {per_epoch})"
+    if config["retrain"]:
+        where += f"; retrain: true, so not at its step {saved_step}"
+    print(f"resuming from {source}: {where}; {optimizer}", flush=True)
+    return Start(step, epoch, skip)
+
+
 class RunProgress:
     """A run's bookkeeping besides the weights, the same in both frameworks: progress bar, loss log and
     checkpoint cadence (every `save_freq` steps and after each epoch). `save(step)` writes a checkpoint
     and returns its path. Only the lead process (rank 0) logs and saves; `on_step` / `on_epoch` are the
     training loop's callbacks."""
 
-    def __init__(self, config, total, save, log_name, desc, lead=True):
+    def __init__(self, config, total, save, log_name, desc, lead=True, start=Start()):
         self.config, self.total, self.save, self.desc, self.lead = config, total, save, desc, lead
         self.log = LossLog(run_folder(config) / log_name) if lead else None
-        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=None if lead else True)
+        self.bar = tqdm(total=total, initial=start.global_step, desc=desc, dynamic_ncols=True,
+                        disable=None if lead else True)
         self.saved, self.last = [], {}
 
     def on_step(self, record):

@@ -45,6 +45,13 @@ def positive(text):
     return value
 
 
+def non_negative(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:

@@ -42,9 +42,11 @@ DEFAULTS = {
     "end_learning_rate": -1.0,     # -1: 0.1 x learning_rate, as official
     "adam_eps": 1e-3,
     "weight_decay": 1e-2,          # encoder group only; the decoder group has 0
-    # initial weights: an official torch checkpoint (torch) or a PaddleDepth folder (Paddle)
+    # resume from an official torch checkpoint (torch) or a PaddleDepth folder (Paddle): weights, optimizer
+    # state when the file has it, global step and LR position
     "checkpoint_path": None,
     "load_weights_folder": None,
+    "retrain": False,              # with either: restart at step 0 (official --retrain); else resume at its step
     # run
     "seed": 0,
     "device": "auto",              # auto | cpu | cuda / gpu (each framework's own word)

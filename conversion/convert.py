@@ -68,10 +68,10 @@ def paddle_layout(encoder):
     return layout
 
 
-def _as_float32(key, array, report):
-    if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating):
+def _as_float32(key, array, report, dtype=np.float32):
+    if array.dtype != dtype and np.issubdtype(array.dtype, np.floating):
         report.casts[key] = str(array.dtype)
-        array = array.astype(np.float32)
+        array = array.astype(dtype)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         report.nonfinite.append(key)
     return array
@@ -84,10 +84,11 @@ def _torch_to_numpy(key, tensor, report):
     return tensor.detach().cpu().numpy()
 
 
-def torch_to_paddle(state, encoder, progress=iter):
+def torch_to_paddle(state, encoder, progress=iter, float_dtype=np.float32):
     """torch_ref state dict (no 'module.') -> ({encoder: {...}, decoder: {...}} of numpy, report).
 
-    `progress` wraps the (key, tensor) iteration, e.g. to draw a progress bar.
+    `progress` wraps the (key, tensor) iteration, e.g. to draw a progress bar. Floating tensors become
+    `float_dtype` (the files hold float32; the resume stage converts a float64 run as it is).
     """
     family = check_encoder(encoder).family
     layout = paddle_layout(encoder)
@@ -105,7 +106,7 @@ def torch_to_paddle(state, encoder, progress=iter):
             report.unmatched.append(key)
             continue
         shape, is_linear = layout[mapping.target]
-        array = _as_float32(key, _torch_to_numpy(key, tensor, report), report)
+        array = _as_float32(key, _torch_to_numpy(key, tensor, report), report, float_dtype)
         if is_linear:
             array, report.transforms[mapping.target[1]] = np.ascontiguousarray(array.T), "transpose"
         if tuple(array.shape) != shape:

@@ -17,10 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 import torch_ref
 from bts_core.cli import (InputError, VerificationFailed, positive, progress, refuse_existing, run_command,
                           staged_outputs)
 from bts_core.spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS, check_encoder
+from conversion import optimizer_state
 from conversion.convert import ConversionError, torch_to_paddle
 from conversion.diagnose import describe_torch_source
 from conversion.export import export_inference, parse_size
@@ -28,12 +31,14 @@ from conversion.manifest import (FORMAT, conversion_summary, file_entry, library
                                  write_manifest)
 from conversion.model_card import markdown, max_depth_text, model_card, parity_table
 from conversion.paddle_files import write_parts
+from conversion.safetensors_weights import SAFETENSORS_FILE, write_safetensors
 from conversion.seeded import save_seeded_checkpoint
 from conversion.verify import CRITERION, verification_inputs, verify
 
 # After `conversion`, whose __init__ hides paddle's import-time ccache warning (bts_core.cli.quiet_paddle_import).
 import paddle  # noqa: E402 (after quiet_paddle_import)
 import paddle_bts  # noqa: E402
+from paddle_bts.optimizer_state import OPTIMIZER_FILE  # noqa: E402
 
 DEFAULT_ENCODER = "densenet161_bts"   # the flagship (official README's best KITTI model)
 
@@ -59,9 +64,14 @@ def parse_args(argv):
                              "(default: off)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip comparing torch_ref and paddle_bts outputs")
+    parser.add_argument("--with-optimizer", action="store_true",
+                        help=f"also convert the AdamW state (moments, step, LR position) into DIR/{OPTIMIZER_FILE}, "
+                             "from which paddle_bts.train resumes (load_weights_folder: DIR)")
     args = parser.parse_args(argv)
     if args.checkpoint is not None and (args.encoder is None or args.output is None):
         parser.error("--checkpoint needs --encoder and --output")
+    if args.with_optimizer and args.checkpoint is None:
+        parser.error("--with-optimizer needs --checkpoint (the demo model has no optimizer state)")
     args.max_depth_source = "given" if args.max_depth is not None else "dataset default"
     if args.max_depth is None:
         args.max_depth = DEFAULT_MAX_DEPTH[args.dataset]
@@ -102,8 +112,9 @@ def run_verification(state, folder, args):
 
 
 def read_and_convert(args):
-    """(source state, {encoder, decoder} numpy states, report); raises ConversionError unless clean."""
-    state = torch_ref.read_state_dict(str(args.checkpoint))
+    """(source checkpoint, {encoder, decoder} numpy states, report); raises ConversionError unless clean."""
+    checkpoint = torch_ref.read_checkpoint(str(args.checkpoint))
+    state = checkpoint.model
     parts, report = torch_to_paddle(state, args.encoder, lambda items: progress(
         items, total=len(state), desc="convert", unit="tensor"))
     if report.problems():
@@ -111,7 +122,15 @@ def read_and_convert(args):
     if report.casts:
         dtypes = ", ".join(sorted(set(report.casts.values())))
         print(f"cast {len(report.casts)} tensor(s) from {dtypes} to float32, e.g. {next(iter(report.casts))}")
-    return state, parts, report
+    return checkpoint, parts, report
+
+
+def write_optimizer_state(checkpoint, folder, args):
+    """DIR/adam.pdopt from the checkpoint's AdamW state (float32, as the weights); returns its summary."""
+    state, summary = optimizer_state.torch_to_paddle(checkpoint, args.encoder, args.checkpoint)
+    casts = {k for k, v in state.items() if hasattr(v, "dtype") and v.dtype != np.float32}
+    paddle.save({k: v.astype(np.float32) if k in casts else v for k, v in state.items()}, str(folder / OPTIMIZER_FILE))
+    return {**summary, "cast to float32": len(casts)}
 
 
 def convert_checkpoint(args, source_note=None):
@@ -123,8 +142,16 @@ def convert_checkpoint(args, source_note=None):
     with staged_outputs([output], args.force, folder=True) as (staging,), ThreadPoolExecutor(1) as hasher:
         start = time.perf_counter()
         source_entry = hasher.submit(file_entry, checkpoint)   # hashlib releases the GIL: overlaps the reading
-        state, parts, report = read_and_convert(args)
-        files = {name: entry.result() for name, entry in write_parts(parts, staging, hasher).items()}
+        source_checkpoint, parts, report = read_and_convert(args)
+        state = source_checkpoint.model
+        entries = write_parts(parts, staging, hasher)
+        if args.with_optimizer:
+            optimizer_summary = write_optimizer_state(source_checkpoint, staging, args)
+            entries[OPTIMIZER_FILE] = hasher.submit(file_entry, staging / OPTIMIZER_FILE)
+        write_safetensors(state, staging / SAFETENSORS_FILE,   # pickle-free, torch_ref's names, float32
+                          {"encoder": args.encoder, "max_depth": args.max_depth, "dataset": args.dataset})
+        entries[SAFETENSORS_FILE] = hasher.submit(file_entry, staging / SAFETENSORS_FILE)
+        files = {name: entry.result() for name, entry in entries.items()}
         source = {"path": str(checkpoint), **source_entry.result(), **({"note": source_note} if source_note else {})}
         manifest = {
             "format": FORMAT, "created": now_utc(), "tool": "conversion/torch2paddle.py", "source": source,
@@ -137,6 +164,8 @@ def convert_checkpoint(args, source_note=None):
                            "seconds": round(time.perf_counter() - start, 2)},
             "verification": run_verification(state, staging, args) if args.verify else {"skipped": "--no-verify"},
         }
+        if args.with_optimizer:
+            manifest["optimizer"] = optimizer_summary
         if size is not None:
             manifest["inference"] = export_from_files(staging, args, size)
             files.update({name: {"bytes": manifest["inference"]["bytes"][name], "sha256": digest}
@@ -167,6 +196,12 @@ def print_summary(manifest):
           f"({'; '.join(conv['dropped_why']) or 'none'}), {len(conv['transforms'])} transposed, "
           f"{params['count']:,} parameters (official: {params['official_count']:,}), {conv['seconds']:.1f} s")
     print(f"max_depth {max_depth_text(manifest)}, dataset {manifest['dataset']}")
+    if "optimizer" in manifest:
+        opt = manifest["optimizer"]
+        print(f"optimizer state -> {OPTIMIZER_FILE}: {opt['entries']} torch AdamW entries for {opt['parameters']} optimised "
+              f"parameters ({opt['fresh (no torch state yet)']} without state yet, started fresh), global step "
+              f"{opt['global_step']}; eps {opt['groups'][0].get('eps')}, weight decay "
+              f"{[g.get('weight_decay') for g in opt['groups']]} (set them in paddle_bts.train's config)")
     verification = manifest["verification"]
     if "checks" in verification:
         print(f"verification ({verification['seconds']:.1f} s): paddle_bts from the written files vs torch_ref, "

@@ -214,8 +214,11 @@ class BtsModel(nn.Layer):
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
         self.encoder_name = encoder_name
-        self.encoder = encoder(encoder_name)
-        self.decoder = bts(self.encoder.feat_out_channels, max_depth, dataset, bts_size)
+        # Paddle keys optimizer state (.pdopt) by parameter name (conv2d_0.w_0, ...): a fresh name scope
+        # gives every BtsModel of an encoder the same names, whatever the process built before.
+        with paddle.utils.unique_name.guard():
+            self.encoder = encoder(encoder_name)
+            self.decoder = bts(self.encoder.feat_out_channels, max_depth, dataset, bts_size)
 
     def forward(self, x, focal):
         check_input_size(x.shape[-2], x.shape[-1])

@@ -96,18 +96,20 @@ class BtsLoader:
             yield batch
 
 
-def make_loader(samples, batch_size, seed=0, epoch=0, shuffle=True, num_workers=0, drop_last=True):
+def make_loader(samples, batch_size, seed=0, epoch=0, shuffle=True, num_workers=0, drop_last=True,
+                skip_batches=0):
     """One epoch's loader: batches from `bts_data.batch_indices(len, batch_size, seed, epoch, ...)`.
 
     Yields dicts of tensors: image Bx3xHxW, focal B, has_valid_depth B (bool), depth Bx1xHxW when present.
     `samples`: a BtsSamples, a DataConfig, or a BtsDataset (its epoch and seed are set to these).
+    `skip_batches`: the epoch's first batches to leave out (a run resumed within the epoch did them).
     Collation returns numpy arrays, which Paddle turns into tensors (in worker processes, through shared
     memory, when num_workers > 0).
     """
     dataset = samples if isinstance(samples, BtsDataset) else BtsDataset(samples)
     dataset.seed = int(seed)
     dataset.set_epoch(epoch)
-    batches = batch_indices(len(dataset), batch_size, seed, epoch, shuffle=shuffle, drop_last=drop_last)
+    batches = batch_indices(len(dataset), batch_size, seed, epoch, shuffle=shuffle, drop_last=drop_last)[skip_batches:]
     loader = DataLoader(dataset, batch_sampler=FixedBatches(batches), num_workers=num_workers,
                         collate_fn=collate_or_failure)
     return BtsLoader(loader, batches)

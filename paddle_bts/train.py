@@ -9,7 +9,10 @@ Same recipe as the official torch code, in Paddle's own terms: parameters frozen
 `optimizer.step()`, which gives the official LR at every iteration (PaddleDepth stepped it once per
 epoch, so its LR stayed near lr0). Checkpoints: PaddleDepth folders `weights_<step>/` holding
 `encoder.pdparams`, `depth.pdparams` and the optimizer state `adam.pdopt`; a loss log `loss_log_paddle.csv`.
+`load_weights_folder` resumes a run (weights, adam.pdopt when the folder has it, global step and LR
+position; `retrain: true` restarts at step 0).
 """
+import os
 import sys
 import time
 
@@ -19,7 +22,8 @@ quiet_paddle_import()   # run as a file, paddle comes before the paddle_bts pack
 
 import paddle  # noqa: E402 (after quiet_paddle_import)
 
-from bts_commands.training import RunProgress, run_folder, run_training, schedule_length, synthetic_tree
+from bts_commands.training import (RunProgress, Start, resume_at, run_folder, run_training, schedule_length,
+                                   synthetic_tree)
 from bts_core.cli import staged_outputs
 from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
 from bts_core.spec import check_encoder
@@ -27,9 +31,9 @@ from paddle_bts.bn import bn_statistics
 from paddle_bts.bts import build_model, freeze_encoder
 from paddle_bts.checkpoint import load_weights, save_weights
 from paddle_bts.loss import silog_loss
+from paddle_bts.optimizer_state import OPTIMIZER_FILE, load_optimizer_state, read_optimizer_file
 
 POWER = 0.9
-OPTIMIZER_FILE = "adam.pdopt"
 LOSS_LOG = "loss_log_paddle.csv"   # beside torch's when both train with one config
 CHECKPOINT_NAME = "weights_{step}"   # a PaddleDepth weight folder
 
@@ -41,6 +45,10 @@ def _bare(model):
 def _trainable(layer, stats):
     # Paddle lists BN running statistics among parameters (stop_gradient=True); never optimise them.
     return [p for p in layer.parameters() if not p.stop_gradient and id(p) not in stats]
+
+
+def optimised_parameters(optimizer):
+    return [p for group in optimizer._param_groups for p in group["params"]]
 
 
 def build_optimizer(model, learning_rate=1e-4, epsilon=1e-3, encoder_weight_decay=1e-2):
@@ -125,6 +133,12 @@ def save_checkpoint(model, optimizer, folder, global_step):
     return target
 
 
+def saved_optimizer_state(folder):
+    """The optimizer state saved in a weight folder (PaddleDepth's adam.pdopt), or None when it has none."""
+    path = os.path.join(folder, OPTIMIZER_FILE)
+    return read_optimizer_file(path) if os.path.exists(path) else None
+
+
 def world():
     """(rank, world size); > 1 only under `python -m paddle.distributed.launch`."""
     return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
@@ -157,9 +171,12 @@ def fit(config):
             config = synthetic_tree(config)
     paddle.seed(config["seed"])
     model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
-    if config["load_weights_folder"]:
-        load_weights(model, config["load_weights_folder"])
+    source = config["load_weights_folder"]
+    saved = saved_optimizer_state(source) if source else None   # read before a long model build fails late
+    if source:
+        load_weights(model, source)
     optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
+    saved_step = load_optimizer_state(optimizer, optimised_parameters(optimizer), saved, source) if saved else 0
     if size > 1:
         # ResNet encoders carry an ImageNet head the forward never uses; the other encoders use everything.
         model = paddle.DataParallel(model, find_unused_parameters=check_encoder(config["encoder"]).family == "resnet")
@@ -167,18 +184,21 @@ def fit(config):
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    _, total = schedule_length(config, len(samples))
+    per_epoch, total = schedule_length(config, len(samples))
+    start = resume_at(config, saved_step, saved is not None, source, per_epoch, total) if source else Start()
     scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
+    scheduler.step(start.global_step)   # the LR of the step the run starts at
     folder = run_folder(config)
     run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
-                                 LOSS_LOG, "paddle_bts train", lead=rank == 0)
+                      LOSS_LOG, "paddle_bts train", lead=rank == 0, start=start)
 
     def batches(epoch):
-        return (shard(batch, rank, size) for batch in make_loader(samples, epoch=epoch, **loader_args))
+        skip = start.skip_batches if epoch == start.epoch else 0
+        return (shard(batch, rank, size) for batch in make_loader(samples, epoch=epoch, skip_batches=skip, **loader_args))
 
     try:
         steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
-                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch)
+                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch, start.epoch, start.global_step)
     finally:
         run.close()
     return run.summary(steps)

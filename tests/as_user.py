@@ -23,3 +23,20 @@ def usual_mode(folder=False):
 
 def mode_of(path):
     return os.stat(path).st_mode & 0o777
+
+
+def leftovers(path):
+    """Anything at `path`, or a staging entry (.NAME.tmp-*) beside it."""
+    path = Path(path)
+    staged = [p.name for p in path.parent.glob(f".{path.name}.*")] if path.parent.is_dir() else []
+    return ([path.name] if os.path.lexists(path) else []) + staged
+
+
+def one_error_line(capsys, *fragments):
+    """The one stderr line a command gave (pytest's capsys), checked to be an error holding `fragments`."""
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -260,6 +260,23 @@ def loss_scaled_1pct():
     return mock.patch.object(train, "silog_loss", scaled)
 
 
+def moments_not_converted():
+    """The converter carries weights and the step over but not the AdamW moments: Paddle resumes with
+    moments 0 and beta powers at beta, a fresh AdamW (PaDiff, X2Paddle and PaConvert convert no optimizer)."""
+    from conversion import optimizer_state
+    original = optimizer_state.torch_to_paddle
+
+    def fresh(checkpoint, encoder, what):
+        state, summary = original(checkpoint, encoder, what)
+        for key, value in state.items():
+            if "_moment" in key:
+                state[key] = np.zeros_like(value)
+            elif "_beta1_pow_acc" in key or "_beta2_pow_acc" in key:
+                state[key] = np.full_like(value, optimizer_state.BETAS["_beta2_pow_acc" in key])
+        return state, summary
+    return mock.patch.object(optimizer_state, "torch_to_paddle", fresh)
+
+
 CATALOGUE = [
     Fault("bn_momentum_torch_convention", "decoder BN built with momentum=0.01 (torch's number, Paddle's "
           "convention: keeps 1% of the running statistics)", "train_mode",
@@ -299,6 +316,9 @@ CATALOGUE = [
     Fault("bn_momentum_in_training", "BN momentum 0.01 in Paddle's convention, seen by 10 training steps",
           "train", stage("alignment.test_training.run_train", "densenet121_bts"), set_bn("_momentum", 0.01),
           first=r"decoder\.bn5\.", slow=True),
+    Fault("adam_moments_not_converted", "a resumed run's AdamW moments not converted: Paddle restarts Adam "
+          "from zero with the converted weights and step", "resume", stage("alignment.test_resume.run_resume"),
+          moments_not_converted, first=r"resumed from: AdamW exp_avg"),
     Fault("linear_not_transposed", "ResNet fc weight copied [out, in] into Paddle's [in, out] Linear",
           "convert", round_trip("resnet50_bts"), linear_not_transposed, first=r"encoder.*fc\.weight"),
     Fault("densenet_key_dropped", "converted DenseNet norm5 keys silently filtered out", "convert",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import torch_ref
-from as_user import run_cli
+from as_user import leftovers, one_error_line, run_cli
 from conversion import paddle2torch, publish, torch2paddle
 from conversion.convert import torch_layout
 from conversion.manifest import sha256_file
@@ -28,22 +28,6 @@ def zeros_state(encoder):
     """An encoder's exact layout, all zeros: enough for every check that fails before verification."""
     return {k: torch.zeros(shape, dtype=torch.int64 if k.endswith("num_batches_tracked") else torch.float32)
             for k, (shape, _) in torch_layout(encoder).items()}
-
-
-def leftovers(path):
-    """Anything at `path`, or a staging entry (.NAME.tmp-*) beside it."""
-    path = Path(path)
-    staged = [p.name for p in path.parent.glob(f".{path.name}.*")] if path.parent.is_dir() else []
-    return ([path.name] if os.path.lexists(path) else []) + staged
-
-
-def one_error_line(capsys, *fragments):
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def with_tensor(state, key, value):
@@ -166,7 +150,7 @@ def test_force_replaces_output_only_after_success(good_checkpoint, tmp_path, cap
     assert [p.name for p in output.iterdir()] == ["old.txt"]          # a failure keeps the old folder
     assert torch2paddle.main(["--checkpoint", str(good_checkpoint), *argv]) == 0
     assert sorted(p.name for p in output.iterdir()) == ["README.md", "depth.pdparams", "encoder.pdparams",
-                                                         "manifest.json"]
+                                                         "manifest.json", "model.safetensors"]
     assert leftovers(output) == ["converted"]
 
 
@@ -270,7 +254,8 @@ def test_publish_rechecks_and_packs_reproducibly(converted, tmp_path, capsys):
     one_error_line(capsys, "release.tar.gz exists; pass --force")
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == [f"paddle/{n}" for n in
-                                          ("README.md", "depth.pdparams", "encoder.pdparams", "manifest.json")]
+                                          ("README.md", "depth.pdparams", "encoder.pdparams", "manifest.json",
+                                           "model.safetensors")]
     again = tmp_path / "again.tar.gz"
     publish.pack(output, ["manifest.json", "README.md"], again, 0)
     first = sha256_file(again)

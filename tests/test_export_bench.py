@@ -18,6 +18,7 @@ from paddle.static import InputSpec
 import paddle_bts
 import paddle_bts.runtime
 from alignment.harness import compare
+from as_user import one_error_line
 from alignment.tolerances import TOLERANCES
 from bench import cli as bench_cli
 from bts_core.spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
@@ -31,12 +32,6 @@ from paddle_bts.inference import InferenceModel
 ENCODER = "mobilenetv2_bts"
 SIZE = (64, 128)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def one_error_line(capsys, *fragments):
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert all(f in lines[0] for f in fragments), lines[0]
 
 
 def test_export_inference_writes_program_and_manifest_entry(tmp_path, capsys):

@@ -1,8 +1,11 @@
 """Official checkpoint format: torch.save({'model': DataParallel state_dict ('module.' keys), ...})."""
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 
 from bts_core.cli import InputError, staged_outputs
@@ -35,26 +38,64 @@ def describe_folder(path):
     return f"{path} is a directory, not a checkpoint file"
 
 
-def read_state_dict(path):
-    """The bare state dict (no 'module.' prefix) from an official checkpoint or a bare state dict file."""
+# Exactly what the official bts_main.py's online-evaluation checkpoints need beyond tensors:
+# `best_eval_steps = np.zeros(9, dtype=np.int32)`. Files written with numpy 1.x name `numpy.core`.
+NUMPY_INT32_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.int32)), np._core.multiarray._reconstruct,
+                     (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+
+
+@dataclass
+class Checkpoint:
+    """An official checkpoint as read: bare state dict, global step, optimizer state (or None), the rest."""
+    model: dict
+    global_step: int = 0
+    optimizer: Optional[dict] = None
+    extra: dict = field(default_factory=dict)   # e.g. the best-measure entries of online evaluation
+
+
+def _load(path):
     if os.path.isdir(path):
         raise CheckpointError(describe_folder(path))
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_INT32_ARRAY):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        blocked = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), None)
+        _, marker, reason = str(e).partition("WeightsUnpickler error:")   # what the safe unpickler refused
+        blocked = next((line.strip() for line in reason.splitlines() if line.strip()), None) if marker else None
         if blocked:
             raise CheckpointError(f"{path}: refuses to load with weights_only=True (it needs code to "
                                   f"unpickle, which this tool never runs): {blocked}") from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
+
+
+def read_checkpoint(path):
+    """A Checkpoint from an official file (any of bts_main.py's: periodic, best, with or without optimizer;
+    zip or legacy format; 'module.' keys or not) or a bare state dict file."""
+    obj = _load(path)
+    official = isinstance(obj, dict) and "model" in obj
+    state = obj["model"] if official else obj
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: not a BTS checkpoint (expected a state dict or a dict with 'model')")
-    return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
+    bare = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
+    if not official:
+        return Checkpoint(bare)
+    step = obj.get("global_step", 0)
+    if not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: global_step is {step!r}, not a step count")
+    optimizer = obj.get("optimizer")
+    if optimizer is not None and not (isinstance(optimizer, dict) and {"state", "param_groups"} <= set(optimizer)):
+        raise CheckpointError(f"{path}: 'optimizer' is not a torch optimizer state dict")
+    extra = {k: v for k, v in obj.items() if k not in ("model", "global_step", "optimizer")}
+    return Checkpoint(bare, step, optimizer, extra)
+
+
+def read_state_dict(path):
+    """The bare state dict (no 'module.' prefix) from an official checkpoint or a bare state dict file."""
+    return read_checkpoint(path).model
 
 
 def load_official_checkpoint(model, path):

@@ -6,18 +6,21 @@ Recipe: official encoder freezing; AdamW with two groups (encoder weight decay 1
 eps 1e-3; LR = (lr0 - lr_end)(1 - step/total)^0.9 + lr_end written into the param groups every iteration,
 after backward and before step (step 0 uses lr0); silog loss (variance focus 0.85) on the final depth
 over ground truth > 1.0 m (KITTI) / 0.1 m (NYU). Checkpoints: official format (`model-<step>`, with the
-optimizer state and global_step); a loss log `loss_log_torch.csv`.
+optimizer state and global_step); a loss log `loss_log_torch.csv`. `checkpoint_path` resumes a run
+(weights, optimizer state, global step and LR position; `retrain: true` restarts at step 0).
 """
 import sys
 import time
 
 import torch
 
-from bts_commands.training import RunProgress, run_folder, run_training, schedule_length, synthetic_tree
+from bts_commands.training import (RunProgress, Start, resume_at, run_folder, run_training, schedule_length,
+                                   synthetic_tree)
 from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
 from torch_ref.bts import build_model, freeze_encoder
-from torch_ref.checkpoint import load_official_checkpoint, save_official_checkpoint
+from torch_ref.checkpoint import read_checkpoint, save_official_checkpoint
 from torch_ref.loss import silog_loss
+from torch_ref.optimizer_state import load_optimizer_state
 
 POWER = 0.9
 LOSS_LOG = "loss_log_torch.csv"   # beside Paddle's when both train with one config
@@ -30,13 +33,14 @@ def _bare(model):
 
 def build_optimizer(model, learning_rate=1e-4, epsilon=1e-3, encoder_weight_decay=1e-2):
     """AdamW of the official recipe. Applies the official freezing to `model` first (as bts_main.py does
-    before building its optimizer); frozen parameters are left out of both groups."""
+    before building its optimizer)."""
     bare = _bare(model)
     freeze_encoder(bare)
-    encoder = [p for p in bare.encoder.parameters() if p.requires_grad]
-    decoder = [p for p in bare.decoder.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": encoder, "weight_decay": encoder_weight_decay},
-                              {"params": decoder, "weight_decay": 0.0}], lr=learning_rate, eps=epsilon)
+    # every parameter, frozen ones included (they get no gradient, so no state), as bts_main.py: its
+    # checkpoints' optimizer state then loads into the official code and back
+    return torch.optim.AdamW([{"params": list(bare.encoder.parameters()), "weight_decay": encoder_weight_decay},
+                              {"params": list(bare.decoder.parameters()), "weight_decay": 0.0}],
+                             lr=learning_rate, eps=epsilon)
 
 
 def poly_lr(step, total_steps, learning_rate, end_learning_rate):
@@ -140,23 +144,36 @@ def fit(config):
         config = synthetic_tree(config)
     torch.manual_seed(config["seed"])
     model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
-    if config["checkpoint_path"]:
-        load_official_checkpoint(model, config["checkpoint_path"])
+    source = config["checkpoint_path"]
+    checkpoint = read_checkpoint(source) if source else None
+    if checkpoint:
+        model.load_state_dict(checkpoint.model, strict=True)
     device = device_of(config)
     model.to(device)
     optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
+    if checkpoint and checkpoint.optimizer is not None:
+        # as bts_main.py: the file's group settings (eps, weight decay) come with its state
+        load_optimizer_state(optimizer, model, checkpoint.optimizer, source)
 
     samples = BtsSamples(config)
     loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
                        num_workers=config["num_threads"])
-    _, total = schedule_length(config, len(samples))
+    per_epoch, total = schedule_length(config, len(samples))
+    start = resume_at(config, checkpoint.global_step, checkpoint.optimizer is not None, source, per_epoch,
+                      total) if checkpoint else Start()
     scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
+    scheduler.global_step = start.global_step
     folder = run_folder(config)
     run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
-                                 LOSS_LOG, "torch_ref train")
+                      LOSS_LOG, "torch_ref train", start=start)
+
+    def batches(epoch):
+        return make_loader(samples, epoch=epoch, skip_batches=start.skip_batches if epoch == start.epoch else 0,
+                           **loader_args)
+
     try:
-        steps = run_epochs(model, optimizer, scheduler, lambda epoch: make_loader(samples, epoch=epoch, **loader_args),
-                           config["num_epochs"], MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch)
+        steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
+                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch, start.epoch, start.global_step)
     finally:
         run.close()
     return run.summary(steps)
