@@ -3,9 +3,11 @@
     python conversion/torch2paddle.py --checkpoint model --encoder densenet161_bts --output out/d161
     python conversion/torch2paddle.py          # no arguments: converts a seeded densenet161_bts (a demo)
 
-Writes DIR/encoder.pdparams, DIR/depth.pdparams (PaddleDepth's layout), DIR/manifest.json and
-DIR/README.md (with --export-inference HxW also DIR/inference.json + inference.pdiparams: a Paddle
-Inference program for HxW images, any batch size, exported from the written weights), all into a
+Writes DIR/encoder.pdparams, DIR/depth.pdparams (PaddleDepth's layout), DIR/model.safetensors (the same
+weights, torch_ref's names, no pickle), DIR/manifest.json and DIR/README.md; with --with-optimizer also
+DIR/adam.pdopt (the checkpoint's AdamW state, for paddle_bts.train to resume from); with
+--export-inference HxW also DIR/inference.json + inference.pdiparams (a Paddle Inference program for HxW
+images, any batch size, exported from the written weights). All go into a
 temporary folder next to DIR that becomes DIR only once everything, verification included, has succeeded.
 Exit codes: 0 done, 1 verification failed, 2 bad input/output.
 """
