@@ -20,8 +20,7 @@ from bts_core.spec import check_encoder
 from conversion.convert import ConversionError, paddle_layout
 from conversion.rules import map_torch_key
 from paddle_bts.optimizer_state import POWERS, SCHEDULER_KEY, accumulator_key, check_matches, split_state
-import paddle_bts.train as paddle_train
-from paddle_bts.train import optimised_parameters
+from paddle_bts.train import build_optimizer as paddle_optimizer, optimised_parameters
 from torch_ref.optimizer_state import group_layouts, named_state, official_state
 
 BETAS = (0.9, 0.999)   # Paddle's AdamW defaults, which paddle_bts.train uses; the official recipe's too
@@ -29,7 +28,7 @@ MOMENT_NAMES = {"exp_avg": "moment1", "exp_avg_sq": "moment2"}   # torch -> Padd
 
 
 def _models(encoder):
-    """(torch_ref on the meta device, paddle_bts without allocation); both with the official freezing."""
+    """(torch_ref on the meta device, paddle_bts without allocation): their names and shapes only."""
     with torch.device("meta"):
         torch_model = torch_ref.BtsModel(encoder)
     with paddle.LazyGuard():
@@ -41,7 +40,7 @@ def _models(encoder):
 def _paddle_params(torch_model, paddle_model, encoder):
     """{torch parameter name: (Paddle parameter, transposed)} over the parameters paddle_bts.train's AdamW
     optimises; transposed for Linear weights (Paddle stores them [in, out]), whose moments follow them."""
-    optimised = {id(p) for p in optimised_parameters(paddle_train.build_optimizer(paddle_model))}
+    optimised = {id(p) for p in optimised_parameters(paddle_optimizer(paddle_model))}
     family = check_encoder(encoder).family
     by_key = {(part, k): p for part in ("encoder", "decoder") for k, p in getattr(paddle_model, part).named_parameters()}
     linear = {key for key, (_, is_linear) in paddle_layout(encoder).items() if is_linear}
