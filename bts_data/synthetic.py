@@ -61,27 +61,38 @@ def _scene(rng, height, width, horizon):
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), boxes
 
 
-def _kitti_depth(rng, height, width, boxes, horizon):
-    """Ground-plane depth below the horizon (camera 1.65 m high, focal ~720 px), boxes at their own depth,
-    then ~25 % of pixels below the horizon kept, as a projected LiDAR scan leaves them."""
+def _road_depth(rows, horizon):
+    return 1.65 * 720.0 / np.maximum(rows - horizon, 1.0)
+
+
+def _kitti_depth(rng, height, width, boxes, horizon, boxes_on_ground=False):
+    """Ground-plane depth below the horizon (camera 1.65 m high, focal ~720 px), boxes at their own depth
+    (random, or with `boxes_on_ground` the road's depth at their bottom row), then ~25 % of pixels below the
+    horizon kept, as a projected LiDAR scan leaves them."""
     rows = np.arange(height, dtype=np.float32)[:, None]
-    depth = np.where(rows > horizon + 1, 1.65 * 720.0 / np.maximum(rows - horizon, 1.0), 0.0) * np.ones((1, width))
+    depth = np.where(rows > horizon + 1, _road_depth(rows, horizon), 0.0) * np.ones((1, width))
     for top, left, h, w in boxes:
-        depth[top:top + h, left:left + w] = rng.uniform(4.0, 60.0)
+        drawn = rng.uniform(4.0, 60.0)   # drawn either way: the pictures stay those of the default tree
+        depth[top:top + h, left:left + w] = _road_depth(top + h - 1, horizon) if boxes_on_ground else drawn
     depth = np.clip(depth, 0.0, 85.0)
     depth[rows.repeat(width, 1) < horizon] = 0.0
     depth[rng.random(depth.shape) > 0.25] = 0.0
     return np.round(depth * 256.0).astype(np.uint16)
 
 
-def _nyu_depth(rng, height, width, boxes):
-    """A room: back wall at 3-6 m, floor approaching the camera, boxes nearer; 2 % holes, unmeasured border."""
+def _floor_depth(rows, height):
+    return 1.2 * 520.0 / np.maximum(rows - height / 2, 1.0)
+
+
+def _nyu_depth(rng, height, width, boxes, boxes_on_ground=False):
+    """A room: back wall at 3-6 m, floor approaching the camera, boxes nearer (random, or with
+    `boxes_on_ground` the floor's depth at their bottom row, at most the wall's); 2 % holes, unmeasured border."""
     rows = np.arange(height, dtype=np.float32)[:, None]
     wall = rng.uniform(3.0, 6.0)
-    floor = 1.2 * 520.0 / np.maximum(rows - height / 2, 1.0)
-    depth = np.minimum(wall, floor) * np.ones((1, width))
+    depth = np.minimum(wall, _floor_depth(rows, height)) * np.ones((1, width))
     for top, left, h, w in boxes:
-        depth[top:top + h, left:left + w] = rng.uniform(0.8, wall)
+        drawn = rng.uniform(0.8, wall)
+        depth[top:top + h, left:left + w] = min(wall, _floor_depth(top + h - 1, height)) if boxes_on_ground else drawn
     depth = np.clip(depth, 0.5, 9.5)
     depth[rng.random(depth.shape) < 0.02] = 0.0
     depth[:8], depth[-8:], depth[:, :8], depth[:, -8:] = 0.0, 0.0, 0.0, 0.0
@@ -93,11 +104,14 @@ def _save(array, path):
     Image.fromarray(array).save(path, compress_level=1)   # speed over size
 
 
-def write_tree(root, dataset, n_images, seed=0, size=None, without_gt=0):
+def write_tree(root, dataset, n_images, seed=0, size=None, without_gt=0, boxes_on_ground=False):
     """Writes `n_images` image/depth pairs under `root` and `<dataset>_train.txt`, `<dataset>_test.txt`.
 
     size: (height, width), default 375x1242 (KITTI, enough for the 352x1216 KB crop) or 480x640 (NYU).
     without_gt: how many of the last images the test list gives `None` as depth (their depth files exist).
+    boxes_on_ground: each box stands on the road (floor) and takes its depth at the box's bottom row, so
+    the whole depth map follows from the picture (a network can learn it); by default a box's depth is
+    drawn at random, unrelated to what the picture shows. The pictures are the same either way.
     Returns a SyntheticTree: `train, test = write_tree(...)`, plus `.data_path`, `.gt_path`, `.config(mode)`.
     """
     if dataset not in DEFAULT_SIZE:
@@ -117,11 +131,11 @@ def write_tree(root, dataset, n_images, seed=0, size=None, without_gt=0):
             sync, frame = f"{date}_drive_{drive:04d}_sync", f"{i % FRAMES_PER_DRIVE:010d}.png"
             image_rel = f"{date}/{sync}/image_02/data/{frame}"
             depth_rel = f"{sync}/proj_depth/groundtruth/image_02/{frame}"
-            depth = _kitti_depth(rng, height, width, boxes, horizon)
+            depth = _kitti_depth(rng, height, width, boxes, horizon, boxes_on_ground)
         else:
             focal, scene = NYU_FOCAL, f"scene_{i // FRAMES_PER_DRIVE + 1:04d}"
             image_rel, depth_rel = f"/{scene}/rgb_{i:05d}.png", f"/{scene}/sync_depth_{i:05d}.png"
-            depth = _nyu_depth(rng, height, width, boxes)
+            depth = _nyu_depth(rng, height, width, boxes, boxes_on_ground)
         _save(image, data_path / image_rel.lstrip("/"))
         _save(depth, gt_path / depth_rel.lstrip("/"))
         samples.append(Sample(image_rel, depth_rel, focal))

@@ -68,14 +68,7 @@ def decoder_layers(model):
 
 
 # ---------------------------------------------------------------- fixtures: one build per encoder
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Measured on the 2-core CI machine: while other processes share the cores, torch's two OpenMP
-    threads made a densenet161 forward 10-20x slower (0.3 s -> 4-10 s); one thread stays ~0.5 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py: one torch thread, measured faster
 
 
 @pytest.fixture(scope="module", params=ENCODERS)
