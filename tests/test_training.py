@@ -110,8 +110,10 @@ def test_poly_lr_first_and_last_values():
 
 
 def _torch_groups(model):
+    """(trainable elements, weight decay) per group: torch's groups also list frozen parameters, as official."""
     optimizer = ttrain.build_optimizer(model)
-    return [(sum(p.numel() for p in g["params"]), g["weight_decay"]) for g in optimizer.param_groups], optimizer
+    return [(sum(p.numel() for p in g["params"] if p.requires_grad), g["weight_decay"])
+            for g in optimizer.param_groups], optimizer
 
 
 def _paddle_groups(model):
@@ -119,7 +121,7 @@ def _paddle_groups(model):
     return [(sum(int(p.numel()) for p in g["params"]), g["weight_decay"]) for g in optimizer._param_groups], optimizer
 
 
-def test_param_groups_leave_frozen_parameters_out():
+def test_param_groups_train_the_official_parameters():
     torch_model = torch_ref.build_model("densenet161_bts")
     paddle_model = paddle_bts.build_model("densenet161_bts")
     (t_enc, t_dec), optimizer = _torch_groups(torch_model)
@@ -130,10 +132,13 @@ def test_param_groups_leave_frozen_parameters_out():
     assert t_dec[0] == p_dec[0] == decoder and t_enc == p_enc
     assert (t_enc[1], t_dec[1], p_enc[1], p_dec[1]) == (1e-2, 0.0, 1e-2, 0.0)
     assert (optimizer.defaults["lr"], optimizer.defaults["eps"]) == (1e-4, 1e-3)
-    in_groups = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    frozen = [n for n, p in torch_model.named_parameters() if not p.requires_grad]
-    assert frozen and all(id(p) not in in_groups for p in torch_model.parameters() if not p.requires_grad)
-    assert all("conv0" in n or "norm" in n for n in frozen)
+    # torch's groups are bts_main.py's: every encoder parameter, frozen ones (no gradient, no state) included,
+    # so its checkpoints' optimizer state loads into the official code; Paddle lists only what it trains
+    encoder, frozen = list(torch_model.encoder.parameters()), [n for n, p in torch_model.named_parameters()
+                                                               if not p.requires_grad]
+    assert [len(g["params"]) for g in optimizer.param_groups] == [len(encoder), len(list(torch_model.decoder.parameters()))]
+    assert sum(p.numel() for p in torch_model.parameters()) == 47_000_688
+    assert frozen and all("conv0" in n or "norm" in n for n in frozen)
 
 
 def test_nothing_frozen_for_mobilenetv2_and_bn_statistics_never_optimised():
