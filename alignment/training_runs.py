@@ -1,9 +1,11 @@
 """Pieces of a training run that the training stages share (alignment/test_training.py, test_resume.py):
-the official recipe's settings, a synthetic KITTI tree, each framework's batches, and both twins' state
-by torch name.
+the official recipe's settings, a synthetic KITTI tree, each framework's batches, both twins' state by
+torch name, and the two starts a run can have (twin weights, or one ImageNet backbone file).
 """
 import atexit
+import contextlib
 import functools
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ def train_samples():
 
 
 STEPS_PER_EPOCH = TRAIN_IMAGES // TRAIN_BATCH
+TRAIN_STEPS = TRAIN_EPOCHS * STEPS_PER_EPOCH
 RESUME_AT = 4   # the resume stage starts from torch's checkpoint here: epoch 0, batch 4 of 5
 
 
@@ -96,10 +99,11 @@ def run_steps(module, model, optimizer, scheduler, make_loader, convert, first_s
 
 
 def train(module, model, make_loader, convert, steps, after_step=None):
-    """`steps` steps of the official recipe from step 0 (a schedule of `steps` steps)."""
+    """`steps` (<= TRAIN_STEPS) steps of the official recipe from step 0 (a schedule of `steps` steps)."""
     optimizer = module.build_optimizer(model, LR0, EPS, WD)
     scheduler = module.build_scheduler(optimizer, steps)
-    records, seen = run_steps(module, model, optimizer, scheduler, make_loader, convert, after_step=after_step)
+    records, seen = run_steps(module, model, optimizer, scheduler, make_loader, convert, last_step=steps,
+                              after_step=after_step)
     if len(records) != steps:
         raise RuntimeError(f"the run took {len(records)} steps, not {steps}")
     return records, seen
@@ -113,14 +117,67 @@ class TorchRun:
     checkpoint: Path         # its official checkpoint after RESUME_AT steps
 
 
+# ---- where a run starts -----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def backbone_files(encoder):
+    """(torchvision-format file, its conversion folder): one seeded ImageNet-style backbone as torchvision saves
+    it (conversion.seeded), converted and verified by conversion/backbone.py --to-paddle; removed at exit."""
+    from conversion import backbone
+    from conversion.seeded import save_seeded_backbone
+    folder = Path(tempfile.mkdtemp(prefix="bts-backbone-"))
+    atexit.register(shutil.rmtree, folder, True)
+    source = save_seeded_backbone(encoder, folder / "imagenet.pth")
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = backbone.main(["--to-paddle", str(source), "--encoder", encoder, "--output", str(folder / "paddle")])
+    if code != 0:
+        raise RuntimeError(f"conversion/backbone.py --to-paddle exited {code} for {encoder}")
+    return source, folder / "paddle"
+
+
+def backbone_torch_start(encoder, seed=0):
+    """torch_ref as torch_ref.train starts a run with encoder_weights: official init (Xavier decoder) under
+    the seed, then the encoder from the torchvision file, by the command's own loader."""
+    import torch
+    import torch_ref
+    from torch_ref.backbone import load_backbone
+    torch.manual_seed(seed)
+    model = torch_ref.build_model(encoder)
+    load_backbone(model, backbone_files(encoder)[0])
+    return model
+
+
+def backbone_twins(encoder):
+    """(torch model, paddle model) in eval mode, both started from one backbone as their training commands start
+    with encoder_weights: torch's encoder from the torchvision file, Paddle's from its conversion (paddle_bts.train's
+    loader). The decoders: each framework's Xavier draws other numbers, so torch's decoder start is copied into
+    Paddle by the converter (conversion.convert.torch_to_paddle)."""
+    import paddle_bts
+    from conversion.convert import torch_to_paddle
+    from paddle_bts.backbone import load_encoder_weights
+    from paddle_bts.checkpoint import set_strict
+    torch_model = backbone_torch_start(encoder)
+    paddle_model = paddle_bts.build_model(encoder)
+    load_encoder_weights(paddle_model, backbone_files(encoder)[1])
+    decoder = {k: v for k, v in torch_model.state_dict().items() if k.startswith("decoder.")}
+    parts, report = torch_to_paddle(decoder, encoder, parts=("decoder",))
+    report.raise_if_bad()
+    set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder (torch's Xavier start)")
+    return torch_model.to(twins.devices()[0]).eval(), paddle_model.eval()
+
+
+STARTS = {"twins": (twins.torch_twin, twins.build_twins),   # one seeded model, converted whole
+          "backbone": (backbone_torch_start, backbone_twins)}   # one ImageNet backbone file, decoder from torch
+
+
 @functools.lru_cache(maxsize=2)
-def torch_float64_run(encoder):
-    """torch's float64 run of TRAIN_EPOCHS from the twin weights, cached for the process: the train stage's
-    reference (and its fp32 case's noise floor) and, through the official checkpoint it saves after
-    RESUME_AT steps, the resume stage's start."""
+def torch_float64_run(encoder, start="twins", steps=TRAIN_STEPS):
+    """torch's float64 run of `steps` steps (a schedule of as many) from the `start` (STARTS) weights, cached
+    for the process: the train stage's reference (and its fp32 case's noise floor) and, through the official
+    checkpoint it saves after RESUME_AT steps, the resume stage's start."""
     import torch_ref.train as ttrain
     from torch_ref.data import make_loader
-    model = twins.torch_twin(encoder).to(twins.devices()[0]).double()
+    model = STARTS[start][0](encoder).to(twins.devices()[0]).double()
     folder = Path(tempfile.mkdtemp(prefix="bts-train-run-"))
     atexit.register(shutil.rmtree, folder, True)
     saved = []
@@ -129,8 +186,8 @@ def torch_float64_run(encoder):
         if record["step"] + 1 == RESUME_AT:
             saved.append(ttrain.save_checkpoint(model, optimizer, folder, RESUME_AT))
     optimizer = ttrain.build_optimizer(model, LR0, EPS, WD)
-    scheduler = ttrain.build_scheduler(optimizer, TRAIN_EPOCHS * STEPS_PER_EPOCH)
-    records, seen = run_steps(ttrain, model, optimizer, scheduler, make_loader, lambda t: t.double(),
+    scheduler = ttrain.build_scheduler(optimizer, steps)
+    records, seen = run_steps(ttrain, model, optimizer, scheduler, make_loader, lambda t: t.double(), last_step=steps,
                               after_step=save_at_resume_point)
     state = model.state_dict()
     return TorchRun(records, seen, {f"final/{n}": twins.numpy_of(state[n]).copy() for n in torch_names(model)},

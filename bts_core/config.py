@@ -47,6 +47,9 @@ DEFAULTS = {
     "checkpoint_path": None,
     "load_weights_folder": None,
     "retrain": False,              # with either: restart at step 0 (official --retrain); else resume at its step
+    # start the encoder from ImageNet weights, as official training does (the decoder keeps its Xavier start):
+    # torch a torchvision checkpoint file, Paddle its conversion by conversion/backbone.py --to-paddle
+    "encoder_weights": None,
     # run
     "seed": 0,
     "device": "auto",              # auto | cpu | cuda / gpu (each framework's own word)
@@ -55,7 +58,7 @@ DEFAULTS = {
     "save_freq": 500,              # steps between checkpoints (0: only after each epoch and at the end)
 }
 TYPES = {"data_path": str, "gt_path": str, "filenames_file": str, "checkpoint_path": str,
-         "load_weights_folder": str, "max_depth": float, "degree": float, "learning_rate": float,
+         "load_weights_folder": str, "encoder_weights": str, "max_depth": float, "degree": float, "learning_rate": float,
          "end_learning_rate": float, "adam_eps": float, "weight_decay": float, "input_height": int,
          "input_width": int, "do_kb_crop": bool}
 POSITIVE = ("max_depth", "bts_size", "input_height", "input_width", "batch_size", "num_epochs",
@@ -120,6 +123,10 @@ def validate(config):
         raise ConfigError(f"end_learning_rate: must be -1 or in [0, learning_rate], got {checked['end_learning_rate']}")
     if checked["checkpoint_path"] and checked["load_weights_folder"]:
         raise ConfigError("checkpoint_path (torch) and load_weights_folder (Paddle): set at most one")
+    resumed = next((key for key in ("checkpoint_path", "load_weights_folder") if checked[key]), None)
+    if checked["encoder_weights"] and resumed:
+        raise ConfigError(f"encoder_weights (a fresh run's ImageNet encoder) and {resumed} (a saved run's weights): "
+                          f"set one of them")
     if not checked["synthetic"]:
         for key in ("data_path", "gt_path", "filenames_file"):
             if not checked[key]:

@@ -48,20 +48,24 @@ class ConversionReport:
             raise ConversionError("; ".join(problems))
 
 
-def torch_layout(encoder):
-    """{key: (shape, is_linear_weight)} of torch_ref's state dict for `encoder`, without allocating."""
+PARTS = ("encoder", "decoder")   # a whole model; ("encoder",) for an ImageNet backbone (conversion/backbone.py)
+
+
+def torch_layout(encoder, parts=PARTS):
+    """{key: (shape, is_linear_weight)} of torch_ref's state dict for `encoder` (the keys of `parts`), without
+    allocating."""
     with torch.device("meta"):
         model = torch_ref.BtsModel(encoder)
     linear = {f"{n}.weight" for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
-    return {k: (tuple(v.shape), k in linear) for k, v in model.state_dict().items()}
+    return {k: (tuple(v.shape), k in linear) for k, v in model.state_dict().items() if k.partition(".")[0] in parts}
 
 
-def paddle_layout(encoder):
-    """{(part, key): (shape, is_linear_weight)} of paddle_bts's two state dicts, without allocating."""
+def paddle_layout(encoder, parts=PARTS):
+    """{(part, key): (shape, is_linear_weight)} of paddle_bts's state dicts of `parts`, without allocating."""
     with paddle.LazyGuard():
         model = paddle_bts.BtsModel(encoder)
     layout = {}
-    for part in ("encoder", "decoder"):
+    for part in parts:
         layer = getattr(model, part)
         linear = {f"{n}.weight" for n, sub in layer.named_sublayers() if isinstance(sub, paddle.nn.Linear)}
         layout.update({(part, k): (tuple(v.shape), k in linear) for k, v in layer.state_dict().items()})
@@ -84,15 +88,16 @@ def _torch_to_numpy(key, tensor, report):
     return tensor.detach().cpu().numpy()
 
 
-def torch_to_paddle(state, encoder, progress=iter, float_dtype=np.float32):
+def torch_to_paddle(state, encoder, progress=iter, float_dtype=np.float32, parts=PARTS):
     """torch_ref state dict (no 'module.') -> ({encoder: {...}, decoder: {...}} of numpy, report).
 
     `progress` wraps the (key, tensor) iteration, e.g. to draw a progress bar. Floating tensors become
-    `float_dtype` (the files hold float32; the resume stage converts a float64 run as it is).
+    `float_dtype` (the files hold float32; the resume stage converts a float64 run as it is). `parts`:
+    the parts `state` holds, every key of which must be filled.
     """
     family = check_encoder(encoder).family
-    layout = paddle_layout(encoder)
-    out, report = {"encoder": {}, "decoder": {}}, ConversionReport()
+    layout = paddle_layout(encoder, parts)
+    out, report = {part: {} for part in parts}, ConversionReport()
     for key, tensor in progress(state.items()):
         try:
             mapping = map_torch_key(key, family)
@@ -124,10 +129,10 @@ def paddle_to_torch(parts, encoder, progress=iter):
 
     Names come from inverting the same rule table over torch_ref's own keys, so the two directions
     cannot disagree. BN counters, which Paddle does not keep, are restored as 0 (said in `dropped`).
-    `progress` wraps the ((part, key), value) iteration.
+    `progress` wraps the ((part, key), value) iteration. `parts` may hold the encoder alone (a backbone).
     """
     family = check_encoder(encoder).family
-    layout = torch_layout(encoder)
+    layout = torch_layout(encoder, tuple(parts))
     inverse, counters = {}, []
     for key in layout:
         mapping = map_torch_key(key, family)
@@ -136,7 +141,7 @@ def paddle_to_torch(parts, encoder, progress=iter):
         else:
             inverse[mapping.target] = key
     out, report = {}, ConversionReport()
-    items = [((part, key), value) for part in ("encoder", "decoder") for key, value in parts[part].items()]
+    items = [((part, key), value) for part in PARTS if part in parts for key, value in parts[part].items()]
     for (part, key), value in progress(items):
         array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         source = f"{part}:{key}"

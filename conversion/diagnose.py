@@ -3,8 +3,9 @@
 Key sets are compared with every encoder's layout (built on torch's meta device / under Paddle's
 LazyGuard, so this costs no weight memory); (name, shape) pairs tell resnet50 from resnext50.
 """
+from bts_core.backbones import BACKBONES, to_backbone_key
 from bts_core.spec import ENCODERS, check_encoder
-from conversion.convert import paddle_layout, torch_layout
+from conversion.convert import PARTS, paddle_layout, torch_layout
 from conversion.rules import map_torch_key, normalise_torch_key
 
 # Below this share of matching (name, shape) pairs the weights fit no encoder: not a BTS checkpoint.
@@ -23,8 +24,25 @@ def _torch_names(encoder):
     return {k: shape for k, (shape, _) in torch_layout(encoder).items()}
 
 
-def _paddle_names(encoder):
-    return {f"{part}:{k}": shape for (part, k), (shape, _) in paddle_layout(encoder).items()}
+def _paddle_names(encoder, parts=PARTS):
+    return {f"{part}:{k}": shape for (part, k), (shape, _) in paddle_layout(encoder, parts).items()}
+
+
+def backbone_names(encoder):
+    """{torchvision key: shape} of what BTS keeps of `encoder`'s ImageNet classifier (bts_core.backbones)."""
+    return {to_backbone_key(k, encoder): shape for k, (shape, _) in torch_layout(encoder, ("encoder",)).items()}
+
+
+def describe_backbone(signature):
+    """The one line for a torchvision ImageNet classifier's state dict given where a BTS checkpoint belongs,
+    or None when `signature` (torch_signature) is not one."""
+    scores = encoder_scores(signature, backbone_names)
+    best = max(scores, key=scores.get)
+    if scores[best] < LOOKS_LIKE_BTS:
+        return None
+    return (f"a torchvision {BACKBONES[best].torchvision} ImageNet backbone ({scores[best]:.0%} of its names and "
+            f"shapes), not a BTS checkpoint; convert it with conversion/backbone.py --to-paddle FILE --encoder {best} "
+            f"--output DIR, or start training's encoder from it with encoder_weights")
 
 
 def encoder_scores(signature, names_of):
@@ -40,7 +58,7 @@ def _count(items, label):
     return f"{len(items)} {label}, e.g. {items[0]}" if items else None
 
 
-def describe(report, signature, encoder, names_of, source_name):
+def describe(report, signature, encoder, names_of, source_name, noun="checkpoint"):
     """The one-line reason a conversion `report` is not clean, naming keys as the user's input does."""
     scores = encoder_scores(signature, names_of)
     best = max(scores, key=scores.get)
@@ -48,7 +66,7 @@ def describe(report, signature, encoder, names_of, source_name):
         return (f"matches no BTS encoder (best: {best}, {scores[best]:.0%} of names and shapes); "
                 f"{len(report.unmatched)} key(s) fit no rule, e.g. {(report.unmatched or ['-'])[0]}")
     if best != encoder and scores[best] > scores[encoder]:
-        return (f"looks like a {best} checkpoint, not {encoder} ({scores[best]:.0%} of names and shapes "
+        return (f"looks like a {best} {noun}, not {encoder} ({scores[best]:.0%} of names and shapes "
                 f"match {best}, {scores[encoder]:.0%} match {encoder}); pass --encoder {best}")
     wrong_shape = {m.split(" ")[0] for m in report.shape_mismatches}   # "key [shape] -> target [shape]"
     missing = [name for name in map(source_name, report.missing) if name not in wrong_shape]
@@ -61,6 +79,9 @@ def describe(report, signature, encoder, names_of, source_name):
 
 def describe_torch_source(report, state, encoder):
     """For torch -> paddle: missing Paddle keys are named by the torch key that should have filled them."""
+    backbone = describe_backbone(torch_signature(state))
+    if backbone is not None:
+        return backbone
     family = check_encoder(encoder).family
     torch_key_of = {}
     for key in torch_layout(encoder):
@@ -72,10 +93,11 @@ def describe_torch_source(report, state, encoder):
 
 
 def describe_paddle_source(report, parts, encoder):
-    """For paddle -> torch: missing torch keys are named by the Paddle file and key that should fill them."""
+    """For paddle -> torch: missing torch keys are named by the Paddle file and key that should fill them.
+    `parts` may hold the encoder alone (a backbone): the encoders' layouts are compared over the parts given."""
     family = check_encoder(encoder).family
 
     def paddle_name(torch_key):
         target = map_torch_key(torch_key, family).target
         return f"{target[0]}:{target[1]}" if target else torch_key
-    return describe(report, paddle_signature(parts), encoder, _paddle_names, paddle_name)
+    return describe(report, paddle_signature(parts), encoder, lambda e: _paddle_names(e, tuple(parts)), paddle_name)

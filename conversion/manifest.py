@@ -11,6 +11,7 @@ from bts_core.cli import InputError
 
 MANIFEST = "manifest.json"
 FORMAT = "bts-paddle-weights/1"
+BACKBONE_FORMAT = "bts-paddle-backbone/1"   # an ImageNet encoder alone (conversion/backbone.py)
 LIBRARIES = ("torch", "torchvision", "paddlepaddle", "numpy", "scikit-image", "reprod_log")
 
 
@@ -59,7 +60,7 @@ def write_manifest(folder, manifest):
     return path
 
 
-def read_manifest(folder):
+def read_manifest(folder, formats=(FORMAT,)):
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: no such folder")
@@ -69,6 +70,6 @@ def read_manifest(folder):
         raise InputError(f"{path}: no such file (not a folder written by torch2paddle.py)") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{path}: not a {FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") not in formats:
+        raise InputError(f"{path}: not a {' or '.join(formats)} manifest")
     return manifest

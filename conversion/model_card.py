@@ -27,17 +27,17 @@ def markdown(frame):
     return "\n".join(lines)
 
 
-def _files_table(files):
+def files_table(files):
     return pd.DataFrame({"file": list(files), "bytes": [f"{e['bytes']:,}" for e in files.values()],
                          "sha256": [f"`{e['sha256']}`" for e in files.values()]})
 
 
-def _parity_section(verification):
+def parity_section(verification, compared="torch_ref built from the source weights against paddle_bts loaded from "
+                   "these files", unverified=" Run conversion/publish.py to check it."):
     if not verification.get("checks"):
-        return f"Not verified ({verification.get('skipped', 'no figures')}). Run conversion/publish.py to check it.\n"
+        return f"Not verified ({verification.get('skipped', 'no figures')}).{unverified}\n"
     inputs = "\n".join(f"- `{name}`: {text}" for name, text in verification["inputs"].items())
-    return (f"torch_ref built from the source weights against paddle_bts loaded from these files, eval mode, "
-            f"CPU float32. Inputs:\n{inputs}\n\nCriterion: {verification['criterion']}.\n\n"
+    return (f"{compared}, eval mode, CPU float32. Inputs:\n{inputs}\n\nCriterion: {verification['criterion']}.\n\n"
             f"{markdown(parity_table(verification['checks']))}\n\n"
             f"Verdict: **{'pass' if verification['passed'] else 'FAIL'}** ({verification['seconds']:.1f} s).\n")
 
@@ -89,7 +89,7 @@ Source: `{source['path']}` ({source['bytes']:,} bytes, sha256 `{source['sha256']
 
 ## Files
 
-{markdown(_files_table(weight_files))}
+{markdown(files_table(weight_files))}
 
 `encoder.pdparams` holds the encoder (`base_model.*`, paddle.vision names) and `depth.pdparams` the
 decoder (`bts`, official names): PaddleDepth's layout. `model.safetensors` holds the same weights under
@@ -121,7 +121,7 @@ load_torch(torch_model, "<this folder>/model.safetensors").eval()
 
 {_deploy_section(m.get('inference'))}## Parity with the source
 
-{_parity_section(m['verification'])}
+{parity_section(m['verification'])}
 ## Conversion
 
 {conv['mapped']} tensors mapped, dropped: {dropped}; transposed: {len(conv['transforms'])};

@@ -3,11 +3,14 @@
 A key is split into a module path and a leaf (`weight`, `running_mean`, ...). Path rules rename
 modules (only DenseNet's differ); leaf rules rename BN statistics and drop torch's counter. Tensor
 transforms are chosen from the target layer's type (a Linear is stored [in, out] in Paddle), never
-from the name.
+from the name. A torchvision ImageNet classifier's names are torch_ref's with one prefix swapped
+(bts_core.backbones, the table torch_ref's training reads too); conversion/backbone.py applies it before these rules.
 """
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
+
+from bts_core.backbones import normalise_torch_key   # legacy DenseNet names: one rule for both floors
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,6 @@ LEAF_RULES = {
     "running_var": ("_variance", "Paddle BN names its running variance _variance"),
     "num_batches_tracked": (None, "Paddle BN keeps no counter (BTS uses a fixed momentum, never the counter)"),
 }
-
-# Raw torchvision DenseNet files use `denselayer1.norm.1.weight`; torchvision renames them on load.
-_LEGACY_DENSENET = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-
-
-def normalise_torch_key(key):
-    m = _LEGACY_DENSENET.match(key)
-    return m[1] + m[2] if m else key
 
 
 @dataclass

@@ -1,8 +1,14 @@
 """Stand-ins for a trained checkpoint (nothing is downloaded): the default run, the benchmark and tests."""
+import re
+
+import numpy as np
 import torch
+import torchvision.models
 
 import torch_ref
+from bts_core.backbones import backbone_of
 from conversion.convert import torch_layout
+from conversion.verify import photographs
 
 
 def save_seeded_checkpoint(encoder, path, seed=0, max_depth=80.0, dataset="kitti"):
@@ -29,3 +35,52 @@ def random_state(encoder, seed=0):
         else:
             state[key] = torch.randn(shape, generator=generator)
     return state
+
+
+def seeded_backbone(encoder, seed=0, legacy=False, calibrate=True):
+    """A torchvision ImageNet classifier's state dict as torchvision publishes one, seeded (nothing is
+    downloaded): torchvision's network with `weights=None` under torch.manual_seed(seed), BN affine parameters
+    drawn, BN counters seeded integers (a swapped one shows). BN statistics: calibrated on photographs as
+    seeded_reference_model does (a trained network's activation scale, so verification sees every layer), or
+    with `calibrate=False` drawn at random (seconds faster, enough where only names and bits matter).
+    `legacy`: as torchvision's 2017 files: DenseNet's `norm.1` names and no BN counters."""
+    torch.manual_seed(seed)
+    network = getattr(torchvision.models, backbone_of(encoder).torchvision)(weights=None)
+    gen = torch.Generator().manual_seed(seed + 1)
+    bns = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 1.5, generator=gen)
+            bn.bias.normal_(0.0, 0.1, generator=gen)
+            bn.running_mean.normal_(0.0, 0.1, generator=gen)
+            bn.running_var.uniform_(0.5, 1.5, generator=gen)
+        if calibrate:
+            _calibrate(network, bns)
+        for bn in bns:
+            bn.num_batches_tracked.copy_(torch.randint(1, 10**6, (), generator=gen))
+    state = network.state_dict()
+    if legacy:
+        state = {_legacy_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    return state
+
+
+def _calibrate(network, bns):
+    """BN running statistics := the batch statistics of two photographs and their mirror images."""
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None          # cumulative average: after one batch, running = batch statistics
+    photos = photographs(64, 64, ("astronaut", "chelsea"))
+    network.train()(torch.from_numpy(np.concatenate([photos, photos[..., ::-1]])))
+    for bn in bns:
+        bn.momentum = 0.1           # torchvision's
+
+
+def _legacy_name(key):
+    """`denselayer1.norm1.weight` as torchvision's 2017 DenseNet files spell it: `denselayer1.norm.1.weight`."""
+    return re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key)
+
+
+def save_seeded_backbone(encoder, path, seed=0, legacy=False, calibrate=True):
+    """seeded_backbone saved as torchvision saves its files: torch.save(state_dict, path); returns the path."""
+    torch.save(seeded_backbone(encoder, seed, legacy, calibrate), path)
+    return path

@@ -75,25 +75,31 @@ def verification_inputs():
 
 
 def torch_outputs(state, encoder, max_depth, dataset, inputs):
-    """{(input name, run): five outputs} of torch_ref holding `state`. Runs: "fp32"; "fp32~k", the input
-    jittered by about one float32 ulp (seeded), to sample float32's rounding spread; "fp64"."""
+    """{(input name, run): five outputs} of torch_ref holding `state` (runs: see reference_runs)."""
     with torch.device("meta"):   # no random init for weights that are replaced at once
         model = torch_ref.BtsModel(encoder, max_depth, dataset)
     weights = {normalise_torch_key(k): v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(weights, strict=True, assign=True)
+    return reference_runs(model, inputs, lambda image, focal: model(image, focal))
+
+
+def reference_runs(model, inputs, forward):
+    """{(input name, run): outputs of `forward(image, focal)`} with torch `model` in eval mode. Runs: "fp32";
+    "fp32~k", the input jittered by about one float32 ulp (seeded), to sample float32's rounding spread;
+    "fp64" (the model is left in float64)."""
     model.eval()
     results = {}
     with torch.no_grad():
         for inp in inputs:
             image, focal = torch.from_numpy(inp.image), torch.from_numpy(inp.focal)
-            results[inp.name, "fp32"] = [o.numpy() for o in model(image, focal)]
+            results[inp.name, "fp32"] = [o.numpy() for o in forward(image, focal)]
             for k in range(JITTERED_RUNS):
                 jitter = 1 + INPUT_JITTER * torch.randn(image.shape, generator=torch.Generator().manual_seed(k))
-                results[inp.name, f"fp32~{k}"] = [o.numpy() for o in model(image * jitter, focal)]
+                results[inp.name, f"fp32~{k}"] = [o.numpy() for o in forward(image * jitter, focal)]
         model.double()
         for inp in inputs:
             image, focal = torch.from_numpy(inp.image).double(), torch.from_numpy(inp.focal).double()
-            results[inp.name, "fp64"] = [o.numpy() for o in model(image, focal)]
+            results[inp.name, "fp64"] = [o.numpy() for o in forward(image, focal)]
     return results
 
 
@@ -162,10 +168,16 @@ def verify(state, folder, encoder, max_depth, dataset):
     inputs = verification_inputs()
     reference = torch_outputs(state, encoder, max_depth, dataset, inputs)
     converted = paddle_outputs(folder, encoder, max_depth, dataset, inputs)
+    return check_outputs(inputs, OUTPUT_NAMES, converted, reference)
+
+
+def check_outputs(inputs, names, converted, reference):
+    """[OutputCheck] per input and named output: `converted` {input name: outputs} against `reference`
+    (reference_runs)."""
     return [check_output(inp.name, name, converted[inp.name][i], reference[inp.name, "fp32"][i],
                          reference[inp.name, "fp64"][i],
                          [reference[inp.name, f"fp32~{k}"][i] for k in range(JITTERED_RUNS)])
-            for inp in inputs for i, name in enumerate(OUTPUT_NAMES)]
+            for inp in inputs for i, name in enumerate(names)]
 
 
 def recheck_golden(folder, encoder, max_depth, dataset, recorded):

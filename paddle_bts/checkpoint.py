@@ -1,5 +1,6 @@
 """PaddleDepth's weight layout: a folder with `encoder.pdparams` (encoder) and `depth.pdparams` (decoder)."""
 import os
+import zipfile
 
 import paddle
 
@@ -40,27 +41,49 @@ def set_strict(layer, state, what):
 PART_FILES = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE}
 
 
-def read_weight_files(folder):
-    """({encoder: {...}, decoder: {...}} of numpy arrays, {dropped key: why}) from a PaddleDepth folder.
+def is_torch_file(path):
+    """True for torch.save's zip format (an `archive/data.pkl` inside), which paddle.load cannot read."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())
+
+
+def read_part(path, part):
+    """({key: numpy array}, {dropped key: why}) of one PaddleDepth file; `part` is "encoder" or "decoder".
 
     PaddleDepth's densenet161 encoder carries paddle.vision's unused ImageNet head (`base_model.out.*`);
     it is left out, and said so in `dropped`.
     """
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such file")
+    if is_torch_file(path):
+        raise WeightsError(f"{path} is a torch file, not a Paddle one; convert a BTS checkpoint with "
+                           f"conversion/torch2paddle.py, a torchvision backbone with conversion/backbone.py --to-paddle")
+    try:
+        state = paddle.load(path, return_numpy=True)
+    except Exception as e:   # paddle raises pickle, zip, value and runtime errors alike
+        raise WeightsError(f"{path}: not a readable Paddle file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise WeightsError(f"{path}: not a Paddle state dict")
+    dropped = {}
+    for key in [k for k in state if part == "encoder" and k.startswith(IGNORED_HEAD_PREFIX)]:
+        del state[key]
+        dropped[f"{part}:{key}"] = "paddle.vision's unused ImageNet head (official torch encoders have none)"
+    return state, dropped
+
+
+def read_weight_files(folder):
+    """({encoder: {...}, decoder: {...}} of numpy arrays, {dropped key: why}) from a PaddleDepth folder."""
+    decoder = os.path.join(folder, DECODER_FILE)
+    if os.path.isfile(os.path.join(folder, ENCODER_FILE)) and not os.path.exists(decoder):
+        raise WeightsError(f"{decoder}: no such file; {folder} holds an encoder alone (e.g. a converted backbone), "
+                           f"not a whole BTS model: convert a backbone back with conversion/backbone.py --to-torch, "
+                           f"or start training's encoder from it with encoder_weights")
     parts, dropped = {}, {}
     for part, name in PART_FILES.items():
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            raise WeightsError(f"{path}: no such file")
-        try:
-            state = paddle.load(path, return_numpy=True)
-        except Exception as e:   # paddle raises pickle, zip, value and runtime errors alike
-            raise WeightsError(f"{path}: not a readable Paddle file ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-            raise WeightsError(f"{path}: not a Paddle state dict")
-        for key in [k for k in state if part == "encoder" and k.startswith(IGNORED_HEAD_PREFIX)]:
-            del state[key]
-            dropped[f"{part}:{key}"] = "paddle.vision's unused ImageNet head (official torch encoders have none)"
-        parts[part] = state
+        parts[part], head = read_part(os.path.join(folder, name), part)
+        dropped.update(head)
     return parts, dropped
 
 

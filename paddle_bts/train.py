@@ -10,7 +10,8 @@ Same recipe as the official torch code, in Paddle's own terms: parameters frozen
 epoch, so its LR stayed near lr0). Checkpoints: PaddleDepth folders `weights_<step>/` holding
 `encoder.pdparams`, `depth.pdparams` and the optimizer state `adam.pdopt`; a loss log `loss_log_paddle.csv`.
 `load_weights_folder` resumes a run (weights, adam.pdopt when the folder has it, global step and LR
-position; `retrain: true` restarts at step 0).
+position; `retrain: true` restarts at step 0). `encoder_weights` starts the encoder from torchvision's
+ImageNet weights converted by conversion/backbone.py --to-paddle, the same numbers torch_ref.train starts from.
 """
 import os
 import sys
@@ -27,6 +28,7 @@ from bts_commands.training import (RunProgress, Start, resume_at, run_folder, ru
 from bts_core.cli import staged_outputs
 from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
 from bts_core.spec import check_encoder
+from paddle_bts.backbone import load_encoder_weights
 from paddle_bts.bn import bn_statistics
 from paddle_bts.bts import build_model, freeze_encoder
 from paddle_bts.checkpoint import load_weights, save_weights
@@ -175,6 +177,10 @@ def fit(config):
     saved = saved_optimizer_state(source) if source else None   # read before a long model build fails late
     if source:
         load_weights(model, source)
+    if config["encoder_weights"]:   # torch's ImageNet weights, converted; the decoder stays Xavier
+        said = load_encoder_weights(model, config["encoder_weights"])
+        if rank == 0:
+            print(said, flush=True)
     optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
     saved_step = load_optimizer_state(optimizer, optimised_parameters(optimizer), saved, source) if saved else 0
     if size > 1:

@@ -191,8 +191,8 @@ def linear_not_transposed():
     from conversion import convert
     original = convert.paddle_layout
 
-    def layout(encoder):
-        return {k: (shape, False) for k, (shape, _) in original(encoder).items()}
+    def layout(encoder, *parts):
+        return {k: (shape, False) for k, (shape, _) in original(encoder, *parts).items()}
     return mock.patch.object(convert, "paddle_layout", layout)
 
 

@@ -29,6 +29,9 @@ def describe_folder(path):
     if (folder / ENCODER_FILE).is_file() and (folder / DECODER_FILE).is_file():
         return (f"{path} is a directory of Paddle weights ({ENCODER_FILE}, {DECODER_FILE}), not a torch "
                 f"checkpoint; convert it with conversion/paddle2torch.py")
+    if (folder / ENCODER_FILE).is_file():
+        return (f"{path} is a directory of Paddle encoder weights ({ENCODER_FILE} only: a converted backbone), "
+                f"not a torch checkpoint; convert it back with conversion/backbone.py --to-torch {path}")
     checkpoints = sorted((p for p in folder.glob("model-*") if p.is_file()), key=_step)   # official names
     if len(checkpoints) == 1:
         return f"{path} is a directory, not a checkpoint file; pass --checkpoint {checkpoints[0]}"
@@ -53,7 +56,8 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)   # e.g. the best-measure entries of online evaluation
 
 
-def _load(path):
+def load_torch_file(path):
+    """torch.load with weights_only=True; a CheckpointError (one line) for anything it cannot or will not read."""
     if os.path.isdir(path):
         raise CheckpointError(describe_folder(path))
     if not os.path.isfile(path):
@@ -63,18 +67,18 @@ def _load(path):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        _, marker, reason = str(e).partition("WeightsUnpickler error:")   # what the safe unpickler refused
-        blocked = next((line.strip() for line in reason.splitlines() if line.strip()), None) if marker else None
-        if blocked:
+        _, marker, reason = str(e).partition("WeightsUnpickler error:")   # what the safe unpickler says
+        detail = next((line.strip() for line in reason.splitlines() if line.strip()), first) if marker else first
+        if any(word in detail for word in ("global", "build", "reduce")):   # a class or function it would call
             raise CheckpointError(f"{path}: refuses to load with weights_only=True (it needs code to "
-                                  f"unpickle, which this tool never runs): {blocked}") from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
+                                  f"unpickle, which this tool never runs): {detail}") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {detail})") from None
 
 
 def read_checkpoint(path):
     """A Checkpoint from an official file (any of bts_main.py's: periodic, best, with or without optimizer;
     zip or legacy format; 'module.' keys or not) or a bare state dict file."""
-    obj = _load(path)
+    obj = load_torch_file(path)
     official = isinstance(obj, dict) and "model" in obj
     state = obj["model"] if official else obj
     if not isinstance(state, dict) or not state or not all(

@@ -5,6 +5,7 @@ from typing import Callable
 import torch.nn as nn
 import torchvision.models as tvm
 
+from bts_core.backbones import BACKBONES
 from bts_core.spec import check_encoder
 
 
@@ -19,16 +20,17 @@ _RESNET_TAPS = ("relu", "layer1", "layer2", "layer3", "layer4")
 # Official mobilenetv2 counts children from 1 and keeps numbers 2, 4, 7, 11, 19; child names are 0-based.
 _MOBILENET_TAPS = ("1", "3", "6", "10", "18")
 
-ENCODER_SPECS = {
-    "densenet121_bts": EncoderSpec(lambda: tvm.densenet121(weights=None).features, _DENSENET_TAPS),
-    "densenet161_bts": EncoderSpec(lambda: tvm.densenet161(weights=None).features, _DENSENET_TAPS),
-    # ResNets keep the whole classifier network, so checkpoints carry the unused `fc` as official ones do.
-    "resnet50_bts": EncoderSpec(lambda: tvm.resnet50(weights=None), _RESNET_TAPS),
-    "resnet101_bts": EncoderSpec(lambda: tvm.resnet101(weights=None), _RESNET_TAPS),
-    "resnext50_bts": EncoderSpec(lambda: tvm.resnext50_32x4d(weights=None), _RESNET_TAPS),
-    "resnext101_bts": EncoderSpec(lambda: tvm.resnext101_32x8d(weights=None), _RESNET_TAPS),
-    "mobilenetv2_bts": EncoderSpec(lambda: tvm.mobilenet_v2(weights=None).features, _MOBILENET_TAPS),
-}
+
+def torchvision_module(name):
+    """The part of torchvision's classifier that official BTS keeps as `base_model` (bts_core.backbones):
+    DenseNet's and MobileNetV2's `features`; ResNets whole, so checkpoints carry the unused `fc` as official ones do."""
+    backbone = BACKBONES[name]
+    return getattr(tvm, backbone.torchvision)(weights=None).get_submodule(backbone.module)
+
+
+_TAPS = {"densenet": _DENSENET_TAPS, "resnet": _RESNET_TAPS, "mobilenetv2": _MOBILENET_TAPS}
+ENCODER_SPECS = {name: EncoderSpec(lambda name=name: torchvision_module(name), _TAPS[check_encoder(name).family])
+                 for name in BACKBONES}
 
 
 class encoder(nn.Module):  # noqa: N801 - official class name

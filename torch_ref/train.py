@@ -7,7 +7,8 @@ eps 1e-3; LR = (lr0 - lr_end)(1 - step/total)^0.9 + lr_end written into the para
 after backward and before step (step 0 uses lr0); silog loss (variance focus 0.85) on the final depth
 over ground truth > 1.0 m (KITTI) / 0.1 m (NYU). Checkpoints: official format (`model-<step>`, with the
 optimizer state and global_step); a loss log `loss_log_torch.csv`. `checkpoint_path` resumes a run
-(weights, optimizer state, global step and LR position; `retrain: true` restarts at step 0).
+(weights, optimizer state, global step and LR position; `retrain: true` restarts at step 0);
+`encoder_weights` starts the encoder from a torchvision ImageNet checkpoint, as official training does.
 """
 import sys
 import time
@@ -17,6 +18,7 @@ import torch
 from bts_commands.training import (RunProgress, Start, resume_at, run_folder, run_training, schedule_length,
                                    synthetic_tree)
 from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
+from torch_ref.backbone import load_backbone
 from torch_ref.bts import build_model, freeze_encoder
 from torch_ref.checkpoint import read_checkpoint, save_official_checkpoint
 from torch_ref.loss import silog_loss
@@ -148,6 +150,8 @@ def fit(config):
     checkpoint = read_checkpoint(source) if source else None
     if checkpoint:
         model.load_state_dict(checkpoint.model, strict=True)
+    if config["encoder_weights"]:   # ImageNet weights, as official training starts; the decoder stays Xavier
+        print(load_backbone(model, config["encoder_weights"]), flush=True)
     device = device_of(config)
     model.to(device)
     optimizer = build_optimizer(model, config["learning_rate"], config["adam_eps"], config["weight_decay"])
