@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import paddle_bts
 import torch_ref
 from alignment.tolerances import TOLERANCES
 from bts_core.spec import METRIC_NAMES
@@ -20,6 +21,7 @@ from conversion import torch2paddle
 from paddle_bts import evaluate as paddle_eval
 from torch_ref import evaluate as torch_eval
 from torch_ref.checkpoint import NUMPY_INT32_ARRAY
+from torch_ref.metrics import eval_mask
 from torch_ref.stand_in import (BEST_NAME, ENCODER, FRAME, KEPT_BEST, LOWER_IS_BETTER, train_stand_in,
                                 write_stand_in_tree)
 
@@ -85,6 +87,31 @@ def evaluation_argv(weights_flag, weights, tree, csv):
             "--gt-path", str(tree.gt_path), "--filenames-file", str(tree.test), "--no-kb-crop", "--csv", str(csv)]
 
 
+DELTA_THRESHOLDS = (1.25, 1.25 ** 2, 1.25 ** 3)
+
+
+def delta_allowance(checkpoint, paddle_weights, tree):
+    """The most d1-d3 may differ between the frameworks: per image, the share of scored pixels whose delta
+    ratio lies within 2x the two predictions' largest relative difference of a threshold (only those can
+    count differently), averaged over images as the metrics are. 0 when none is that close."""
+    samples = BtsSamples(tree.config("test", do_kb_crop=False))
+    torch_model = torch_ref.load_official_checkpoint(torch_ref.build_model(ENCODER, 80.0, "kitti"), str(checkpoint))
+    paddle_model = paddle_bts.load_weights(paddle_bts.build_model(ENCODER, 80.0, "kitti"), str(paddle_weights))
+    torch_depth = {i: d.detach().cpu().numpy() for i, d in torch_eval.predictions(torch_model.eval(), samples)}
+    paddle_depth = {i: d.numpy() for i, d in paddle_eval.predictions(paddle_model.eval(), samples)}
+    shares = []
+    for index, (t, p) in enumerate(zip(torch_depth.values(), paddle_depth.values())):
+        gt = samples.ground_truth(index)
+        if gt is None:
+            continue
+        mask = eval_mask(gt, "kitti", "garg").numpy()
+        g, t, p = (np.clip(np.asarray(a, np.float64)[mask], 1e-3, 80.0) for a in (gt, t, p))
+        relative = np.max(np.abs(p - t) / t)
+        ratio = np.maximum(g / t, t / g)
+        shares.append(np.mean([np.any(np.abs(r - np.array(DELTA_THRESHOLDS)) <= 2 * relative * r) for r in ratio]))
+    return float(np.mean(shares))
+
+
 def test_converted_stand_in_agrees_and_has_learnt(stand_in, held_out, tmp_path):
     paddle_weights = tmp_path / "paddle"
     assert torch2paddle.main(["--checkpoint", str(stand_in.checkpoint), "--encoder", ENCODER,
@@ -98,10 +125,13 @@ def test_converted_stand_in_agrees_and_has_learnt(stand_in, held_out, tmp_path):
     # The eval stage's bound is for identical predictions. Here Paddle's differ from torch's by <= 1.1e-4 m
     # (<= 3e-6 relative); the means over ~4,400 pixels average that to <= 3.2e-7 relative (0.32 of the bound,
     # held-out seeds 7-11), and no scored pixel lies within 10x that of a delta threshold: d1-d3 equal.
+    # d1-d3 also get the share of pixels that sit so close to a threshold that the predictions' measured
+    # difference could move them across (0 here; a network trained on another CPU puts pixels elsewhere).
     tolerance = TOLERANCES["eval"]
+    crossing = delta_allowance(stand_in.checkpoint, paddle_weights, held_out)
     too_far = {m: (torch_row[m], paddle_row[m]) for m in METRIC_NAMES
-               if abs(paddle_row[m] - torch_row[m]) > tolerance.bound(torch_row[m])}
-    assert not too_far, (tolerance.why, too_far)
+               if abs(paddle_row[m] - torch_row[m]) > tolerance.bound(torch_row[m]) + (crossing if m in ("d1", "d2", "d3") else 0)}
+    assert not too_far, (tolerance.why, crossing, too_far)
 
     torch.manual_seed(0)   # the stand-in's own initial weights
     untrained = torch_ref.build_model(ENCODER, 80.0, "kitti")
