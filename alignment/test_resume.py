@@ -18,21 +18,17 @@ import torch_ref.train as ttrain
 from alignment import twins
 from alignment.harness import environment, run_case
 from alignment.tolerances import TOLERANCES
-from alignment.training_runs import (EPS, LR0, RESUME_AT, STEPS_PER_EPOCH, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SIZE, WD,
-                                     curve, run_steps, states, torch_float64_run)
+from alignment.training_runs import (EPS, LR0, RESUME_AT, TRAIN_BATCH, TRAIN_SIZE, TRAIN_STEPS, WD, curve, run_steps,
+                                     states, torch_float64_run)
 from conversion import optimizer_state
 from conversion.convert import torch_to_paddle
+from conversion.optimizer_state import BETAS
 from paddle_bts.checkpoint import set_strict
 from paddle_bts.optimizer_state import load_optimizer_state
 from torch_ref.optimizer_state import load_optimizer_state as load_torch_optimizer_state
 
 RESUMED_STEPS = 2   # from RESUME_AT (epoch 0, batch 4 of 5) across the epoch boundary
 ENCODER = "densenet121_bts"   # frozen encoder parameters in the official groups; the train stage's encoder
-BETAS = (0.9, 0.999)
-
-
-def _total_steps():
-    return TRAIN_EPOCHS * STEPS_PER_EPOCH
 
 
 def _torch_moments(model, optimizer):
@@ -78,8 +74,7 @@ def _torch_resumed(encoder, path):
     model.load_state_dict(checkpoint.model, strict=True)
     optimizer = ttrain.build_optimizer(model, LR0, EPS, WD)
     load_torch_optimizer_state(optimizer, model, checkpoint.optimizer, path)
-    scheduler = ttrain.build_scheduler(optimizer, _total_steps())
-    scheduler.global_step = checkpoint.global_step
+    scheduler = ttrain.build_scheduler(optimizer, TRAIN_STEPS, global_step=checkpoint.global_step)
     return model, optimizer, scheduler
 
 
@@ -95,8 +90,7 @@ def _paddle_resumed(encoder, path, model):
     optimizer = ptrain.build_optimizer(model, LR0, EPS, WD)
     state, _ = optimizer_state.torch_to_paddle(checkpoint, encoder, path)
     step = load_optimizer_state(optimizer, ptrain.optimised_parameters(optimizer), state, path)
-    scheduler = ptrain.build_scheduler(optimizer, _total_steps())
-    scheduler.step(step)
+    scheduler = ptrain.build_scheduler(optimizer, TRAIN_STEPS, global_step=step)
     return optimizer, scheduler
 
 

@@ -66,14 +66,17 @@ def build_optimizer(model, learning_rate=1e-4, epsilon=1e-3, encoder_weight_deca
                     {"params": _trainable(bare.decoder, stats), "weight_decay": 0.0}])
 
 
-def build_scheduler(optimizer, total_steps, end_learning_rate=None):
+def build_scheduler(optimizer, total_steps, end_learning_rate=None, global_step=0):
     """PolynomialDecay over `total_steps` iterations from the optimizer's LR to `end_learning_rate`
-    (default 0.1 x that LR), attached to the optimizer; train_step steps it every iteration."""
+    (default 0.1 x that LR), attached to the optimizer at `global_step` (a resumed run's); train_step steps
+    it every iteration."""
     learning_rate = optimizer.get_lr()
     end = 0.1 * learning_rate if end_learning_rate is None else end_learning_rate
     scheduler = paddle.optimizer.lr.PolynomialDecay(learning_rate=learning_rate, decay_steps=total_steps,
                                                     end_lr=end, power=POWER)
     optimizer.set_lr_scheduler(scheduler)
+    if global_step:
+        scheduler.step(global_step)   # the LR of the step the run starts at
     return scheduler
 
 
@@ -192,8 +195,7 @@ def fit(config):
                        num_workers=config["num_threads"])
     per_epoch, total = schedule_length(config, len(samples))
     start = resume_at(config, saved_step, saved is not None, source, per_epoch, total) if source else Start()
-    scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
-    scheduler.step(start.global_step)   # the LR of the step the run starts at
+    scheduler = build_scheduler(optimizer, total, end_learning_rate(config), start.global_step)
     folder = run_folder(config)
     run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
                       LOSS_LOG, "paddle_bts train", lead=rank == 0, start=start)

@@ -76,10 +76,10 @@ class PolyLR:
         self.global_step += 1
 
 
-def build_scheduler(optimizer, total_steps, end_learning_rate=None):
+def build_scheduler(optimizer, total_steps, end_learning_rate=None, global_step=0):
     """The official poly schedule over `total_steps` iterations, from the optimizer's LR to `end_learning_rate`
-    (default 0.1 x that LR)."""
-    return PolyLR(optimizer, total_steps, end_learning_rate)
+    (default 0.1 x that LR), at `global_step` (a resumed run's)."""
+    return PolyLR(optimizer, total_steps, end_learning_rate, global_step)
 
 
 def train_step(model, optimizer, batch, scheduler=None, min_depth=1.0):
@@ -165,8 +165,7 @@ def fit(config):
     per_epoch, total = schedule_length(config, len(samples))
     start = resume_at(config, checkpoint.global_step, checkpoint.optimizer is not None, source, per_epoch,
                       total) if checkpoint else Start()
-    scheduler = build_scheduler(optimizer, total, end_learning_rate(config))
-    scheduler.global_step = start.global_step
+    scheduler = build_scheduler(optimizer, total, end_learning_rate(config), start.global_step)
     folder = run_folder(config)
     run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
                       LOSS_LOG, "torch_ref train", start=start)
