@@ -160,6 +160,21 @@ def choose_backends(args):
     return chosen, skipped
 
 
+def run_child(module, spec, extra_env=None):
+    """Runs `python -m module SPEC.json OUT.json` in a process of its own; (its JSON, None) or (None, error line)."""
+    env = {**os.environ, **(extra_env or {}),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with tempfile.TemporaryDirectory(prefix="bts-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        done = subprocess.run([sys.executable, "-m", module, str(spec_path), str(out_path)],
+                              cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            lines = [l for l in done.stderr.splitlines() if l.strip()]
+            return None, lines[-1] if lines else f"exit {done.returncode}"
+        return json.loads(out_path.read_text()), None
+
+
 def run_worker(backend, args, sizes, train):
     spec = {"label": backend.label, "key": backend.key, "framework": backend.framework,
             "device": backend.device, "mode": backend.mode, "tf32": backend.tf32, "runtime": backend.runtime,
@@ -168,18 +183,24 @@ def run_worker(backend, args, sizes, train):
             "max_seconds": args.max_seconds, "threads": args.threads or len(os.sched_getaffinity(0))}
     if not spec["sizes"] and not spec["train"]:
         return []
-    env = {**os.environ, **backend.env, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with tempfile.TemporaryDirectory(prefix="bts-bench-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "rows.json"
-        spec_path.write_text(json.dumps(spec))
-        done = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
-                              cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            lines = [l for l in done.stderr.splitlines() if l.strip()]
-            return [{"backend": backend.label, "task": "(failed)", "kind": "error",
-                     "error": lines[-1] if lines else f"exit {done.returncode}"}]
-        rows = json.loads(out_path.read_text())
-    return [{**r, "key": backend.key} for r in rows]
+    rows, error = run_child("bench.worker", spec, backend.env)
+    if error:
+        return [{"backend": backend.label, "task": "(failed)", "kind": "error", "error": error}]
+    return [{**r, "key": backend.key, "device": backend.device} for r in rows]
+
+
+def run_floor(args, sizes, train):
+    """bench.floor in a process of its own: the tasks' FLOPs and this CPU's fp32 peak; None if it failed."""
+    tasks = [("forward", 1, h, w) for h, w in sizes]
+    if train:
+        tasks.append(("train step", train["batch"], *train["size"]))
+    if not tasks:
+        return None
+    floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": tasks,
+                                             "threads": args.threads or len(os.sched_getaffinity(0))})
+    if error:
+        print(f"bench: no compute floor ({error})", file=sys.stderr)
+    return floor
 
 
 def machine():
@@ -205,10 +226,11 @@ def bench(args):
     rows = []
     for backend in backends:
         rows += run_worker(backend, args, sizes, train)
+    floor = run_floor(args, sizes, train)
     from bench.report import write_reports
     meta = {"encoder": args.encoder, "started": started["time"], "load_start": started["load"],
             "load_end": os.getloadavg(), "warmup": args.warmup, "repeats": args.repeats,
-            "max_seconds": args.max_seconds, "skipped": skipped, **machine(), **versions()}
+            "max_seconds": args.max_seconds, "skipped": skipped, "floor": floor, **machine(), **versions()}
     paths = write_reports(rows, meta, args.out, "paddle_study" if args.paddle_study else "bench")
     print("wrote " + ", ".join(str(p) for p in paths))
     return rows

@@ -6,16 +6,26 @@ import pandas as pd
 
 from bench import TORCH_CPU
 
-GOALS = {"paddle inference cpu (oneDNN)": ("forward 1x3x352x704", 0.7)}   # issue 7: <= 0.7 x torch eager
+PADDLE_INFERENCE_CPU = "paddle inference cpu (oneDNN)"
+PADDLE_TRAINING = "paddle eager cpu (runtime.configure)"
+# Goals: (backend, task kind or task, bound, against): issue 7 (<= 0.7 x torch eager), issue 14 (<= 1.2 x
+# the fp32 floor at each forward size; Paddle's train step <= 1.5 x torch eager).
+GOALS = [(PADDLE_INFERENCE_CPU, "forward 1x3x352x704", 0.7, "torch"),
+         (PADDLE_INFERENCE_CPU, "forward", 1.2, "floor"),
+         (PADDLE_TRAINING, "train step", 1.5, "torch")]
 
 
-def frame(rows):
+def frame(rows, floor=None):
     table = pd.DataFrame([r for r in rows if r.get("kind") != "error"])
     if table.empty:
         return table
     torch_median = table[table["backend"] == TORCH_CPU].set_index("task")["median_s"]
     table["x torch cpu"] = [row.median_s / torch_median[row.task] if row.task in torch_median else float("nan")
                             for row in table.itertuples()]
+    floors = {task: f["floor_s"] for task, f in (floor or {}).get("tasks", {}).items()}
+    # The floor is the CPU's: a GPU row has no ratio to it.
+    table["x floor"] = [row.median_s / floors[row.task] if row.task in floors and row.device == "cpu"
+                        else float("nan") for row in table.itertuples()]
     return table
 
 
@@ -27,6 +37,7 @@ def _shown(table):
         "IQR (s)": [f"{a:.3f}-{b:.3f}" for a, b in zip(table["p25_s"], table["p75_s"])],
         "runs": table["repeats"],
         "x torch eager cpu": table["x torch cpu"].map(lambda v: "" if v != v else f"{v:.2f}"),
+        "x fp32 floor": table["x floor"].map(lambda v: "" if v != v else f"{v:.2f}"),
         "peak RSS (MB)": table["peak_rss_mb"], "RSS growth (MB)": table["peak_above_start_mb"],
         "load before": table["load_before"].map("{:.2f}".format),
     })
@@ -37,16 +48,31 @@ def _shown(table):
 
 def goal_lines(table):
     lines = []
-    for backend, (task, goal) in GOALS.items():
-        hit = table[(table["backend"] == backend) & (table["task"] == task)]
-        if len(hit) and hit["x torch cpu"].iloc[0] == hit["x torch cpu"].iloc[0]:
-            ratio = hit["x torch cpu"].iloc[0]
-            lines.append(f"- {backend}, {task}: **{ratio:.2f} x** torch eager "
-                         f"(goal <= {goal}: {'met' if ratio <= goal else 'missed'})")
-    train = table[table["kind"] == "train step"]
-    for _, row in train[train["backend"] != TORCH_CPU].iterrows():
-        if row["x torch cpu"] == row["x torch cpu"]:
-            lines.append(f"- {row['backend']}, {row['task']}: {row['x torch cpu']:.2f} x torch eager")
+    column = {"torch": ("x torch cpu", "torch eager"), "floor": ("x floor", "the fp32 floor")}
+    for backend, task, goal, against in GOALS:
+        col, name = column[against]
+        hits = table[(table["backend"] == backend) & ((table["task"] == task) | (table["kind"] == task))]
+        for row in hits.itertuples():
+            ratio = table.loc[row.Index, col]
+            if ratio == ratio:
+                lines.append(f"- {backend}, {row.task}: **{ratio:.2f} x** {name} "
+                             f"(goal <= {goal}: {'met' if ratio <= goal else 'missed'})")
+    return lines
+
+
+def floor_lines(floor):
+    """The floor's basis: the CPU's peak two ways and each task's FLOPs."""
+    peak = floor["peak"]
+    isa = peak["isa peak GFLOP/s"]
+    lines = [f"- fp32 peak from the ISA: {peak['cores']} cores x {peak['FMA units per core']} FMA units x "
+             f"{peak['fp32 lanes']} lanes ({peak['isa']}) x 2 x {peak['clock GHz'] or float('nan'):.2f} GHz "
+             f"(the clock /proc/cpuinfo reports) = **{isa or float('nan'):.1f} GFLOP/s**",
+             f"- measured: torch fp32 matrix product 4096^3, {peak['cores']} threads, best of 3 = "
+             f"**{peak['measured GEMM GFLOP/s']:.1f} GFLOP/s**",
+             f"- the floor uses the larger, {peak['floor peak GFLOP/s']:.1f} GFLOP/s (a CPU boosting above its "
+             f"reported clock beats the ISA figure); bf16 hardware: {', '.join(peak['bf16 hardware']) or 'none'}",
+             "", "| task | GFLOP (torch flop counter) | fp32 floor (s) |", "|---|---|---|"]
+    lines += [f"| {task} | {f['GFLOP']:.1f} | {f['floor_s']:.3f} |" for task, f in floor["tasks"].items()]
     return lines
 
 
@@ -78,7 +104,7 @@ def chart(table, path, title):
 def write_reports(rows, meta, folder, name):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    table = frame(rows)
+    table = frame(rows, meta.get("floor"))
     errors = [r for r in rows if r.get("kind") == "error"]
     csv, md, png = folder / f"{name}.csv", folder / f"{name}.md", folder / f"{name}.png"
     table.to_csv(csv, index=False)
@@ -93,6 +119,8 @@ def write_reports(rows, meta, folder, name):
     parts = [head]
     if len(table):
         parts += ["## Results\n", _shown(table).to_markdown(index=False), ""]
+        if meta.get("floor"):
+            parts += ["## Compute floor\n", "\n".join(floor_lines(meta["floor"])), ""]
         goals = goal_lines(table)
         if goals:
             parts += ["## Ratios (same run)\n", "\n".join(goals), ""]
@@ -101,7 +129,7 @@ def write_reports(rows, meta, folder, name):
         parts += ["## Not run\n", "\n".join(f"- `{k}`: {why}" for k, why in meta["skipped"].items()), ""]
     if errors:
         parts += ["## Failed\n", "\n".join(f"- {r['backend']}: {r['error']}" for r in errors), ""]
-    parts += ["## Settings\n", "```json", json.dumps({k: v for k, v in meta.items() if k != "skipped"}, indent=1,
+    parts += ["## Settings\n", "```json", json.dumps({k: v for k, v in meta.items() if k not in ("skipped", "floor")}, indent=1,
                                                      default=str), "```", ""]
     md.write_text("\n".join(parts))
     return [md, csv] + ([png] if len(table) else [])

@@ -135,7 +135,22 @@ def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
     assert set(table["task"]) == {"forward 1x3x64x128", "train step 2x3x64x128"}
     assert (table["median_s"] > 0).all() and (table["repeats"] == 1).all()
     assert "train step" not in set(table[table["key"] == "paddle-inference-cpu"]["task"])
-    assert "x torch eager cpu" in (tmp_path / "bench.md").read_text()
+    report = (tmp_path / "bench.md").read_text()
+    assert "x torch eager cpu" in report and "## Compute floor" in report
+    # every CPU row has its ratio to the floor: its median over the task's FLOPs at this CPU's peak
+    assert table["x floor"].notna().all() and (table["x floor"] > 0).all()
+    ratio = table["median_s"] / table["x floor"]   # the floor each row was divided by
+    spread = ratio.groupby(table["task"]).agg(lambda v: v.max() / v.min() - 1)
+    assert (spread < 1e-9).all()   # one floor per task, whichever backend
+
+
+def test_isa_peak_counts_cores_fma_units_lanes_and_clock():
+    from bench.floor import isa_peak
+    intel = isa_peak(2, {"avx2", "fma", "avx512f", "amx_bf16"}, 2.6)   # the Intel machine of issue 14
+    assert intel["isa peak GFLOP/s"] == pytest.approx(2 * 2 * 16 * 2 * 2.6)   # 332.8
+    assert intel["bf16 hardware"] == ["amx_bf16"]
+    amd = isa_peak(2, {"avx", "avx2", "fma"}, 2.445)
+    assert amd["isa peak GFLOP/s"] == pytest.approx(2 * 2 * 8 * 2 * 2.445) and amd["isa"] == "AVX2+FMA"
 
 
 @pytest.mark.parametrize("argv,message", [(["--sizes", "65x128"], "multiples of 32"),
