@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+import paddle.inference
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
@@ -27,7 +28,7 @@ from conversion.export import export_inference
 from conversion.manifest import sha256_file
 from conversion.seeded import save_seeded_checkpoint
 from paddle_bts.bts import resize_nearest
-from paddle_bts.inference import InferenceModel
+from paddle_bts.inference import InferenceModel, make_config
 
 ENCODER = "mobilenetv2_bts"
 SIZE = (64, 128)
@@ -105,14 +106,26 @@ class Resizes(nn.Layer):
         return [resize_nearest(x, r) for r in (2, 8, 0.25, 0.5)]
 
 
-def test_resize_nearest_static_form_is_bit_identical_and_has_no_nearest_interp():
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "native"])
+def test_resize_nearest_static_form_is_bit_identical_and_has_no_nearest_interp(tmp_path, onednn):
+    """The export's resize (repeat_pixels, a strided slice) equals eager's F.interpolate bit for bit, as
+    traced and as Paddle Inference runs it."""
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 64), dtype=np.float32)
-    static = paddle.jit.to_static(Resizes(), input_spec=[InputSpec([None, 3, 32, 64], "float32", "x")],
-                                  full_graph=True)
-    for r, got in zip((2, 8, 0.25, 0.5), static(paddle.to_tensor(x))):
-        want = F.interpolate(paddle.to_tensor(x), scale_factor=r, mode="nearest").numpy()
-        assert np.array_equal(got.numpy(), want), r
+    spec = [InputSpec([None, 3, 32, 64], "float32", "x")]
+    static = paddle.jit.to_static(Resizes(), input_spec=spec, full_graph=True)
+    want = [F.interpolate(paddle.to_tensor(x), scale_factor=r, mode="nearest").numpy() for r in (2, 8, 0.25, 0.5)]
+    for r, got, expected in zip((2, 8, 0.25, 0.5), static(paddle.to_tensor(x)), want):
+        assert np.array_equal(got.numpy(), expected), r
     assert "nearest_interp" not in str(static.forward.concrete_program.main_program)
+    paddle.jit.save(static, str(tmp_path / "inference"), input_spec=spec)
+    predictor = paddle.inference.create_predictor(make_config(tmp_path / "inference.json",
+                                                              tmp_path / "inference.pdiparams", onednn=onednn))
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(x.shape))
+    handle.copy_from_cpu(x)
+    predictor.run()
+    for name, expected in zip(predictor.get_output_names(), want):
+        assert np.array_equal(predictor.get_output_handle(name).copy_to_cpu(), expected), name
 
 
 def test_runtime_configure_reports_what_it_set():
