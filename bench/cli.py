@@ -46,6 +46,7 @@ class Backend:
     runtime: dict = None        # paddle_bts.runtime.configure(**runtime); None: Paddle as imported
     torch_running_var: bool = True   # False: Paddle's own BN variance update (to_static cannot trace the hook)
     env: dict = field(default_factory=dict)
+    precision: str = "fp32"          # Paddle Inference: "bf16" for oneDNN bf16 (where the CPU has it)
 
 
 def main_backends():
@@ -55,6 +56,8 @@ def main_backends():
         Backend("paddle-cpu", "paddle eager cpu (runtime.configure)", "paddle", "cpu", runtime={}),
         Backend("paddle-inference-cpu", "paddle inference cpu (oneDNN)", "paddle", "cpu", mode="inference",
                 trains=False),
+        Backend("paddle-inference-cpu-bf16", "paddle inference cpu (oneDNN bf16)", "paddle", "cpu", mode="inference",
+                trains=False, precision="bf16"),
         Backend("torch-cuda", "torch eager cuda (TF32 off)", "torch", "cuda"),
         Backend("torch-cuda-tf32", "torch eager cuda (TF32 on)", "torch", "cuda", tf32=True),
         Backend("paddle-gpu", "paddle eager gpu", "paddle", "gpu", env={"NVIDIA_TF32_OVERRIDE": "0"}),
@@ -126,18 +129,22 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def cuda_devices():
-    """(torch sees CUDA, Paddle has a GPU), asked in a child so this process never loads CUDA itself."""
-    code = ("import json, torch, paddle; print(json.dumps([torch.cuda.is_available(), "
-            "paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0]))")
+def device_support():
+    """(torch sees CUDA, Paddle has a GPU, why Paddle cannot run bf16 here or None), asked in a child so this
+    process never loads CUDA itself."""
+    code = ("import json, torch, paddle; from paddle_bts.inference import bf16_unsupported_reason; "
+            "print(json.dumps([torch.cuda.is_available(), "
+            "paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0, "
+            "bf16_unsupported_reason()]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    return tuple(json.loads(out.stdout.strip().splitlines()[-1])) if out.returncode == 0 else (False, False)
+    if out.returncode != 0:
+        return False, False, "could not ask Paddle: " + (out.stderr.strip().splitlines() or ["?"])[-1]
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def choose_backends(args):
     backends = study_backends() if args.paddle_study else main_backends()
-    both_cpu = args.torch_device == "cpu" and args.paddle_device == "cpu"
-    torch_cuda, paddle_gpu = (False, False) if both_cpu else cuda_devices()
+    torch_cuda, paddle_gpu, bf16_missing = device_support()
     if args.torch_device == "cuda" and not torch_cuda:
         raise BenchError("--torch-device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     if args.paddle_device == "gpu" and not paddle_gpu:
@@ -149,6 +156,8 @@ def choose_backends(args):
             skipped[b.key] = "--torch-device cpu" if args.torch_device == "cpu" else "no CUDA device for torch"
         elif b.device == "gpu" and (args.paddle_device == "cpu" or not paddle_gpu):
             skipped[b.key] = "--paddle-device cpu" if args.paddle_device == "cpu" else "Paddle has no GPU"
+        elif b.precision == "bf16" and bf16_missing:
+            skipped[b.key] = bf16_missing
         else:
             chosen.append(b)
     if args.backends:
@@ -178,7 +187,7 @@ def run_child(module, spec, extra_env=None):
 def run_worker(backend, args, sizes, train):
     spec = {"label": backend.label, "key": backend.key, "framework": backend.framework,
             "device": backend.device, "mode": backend.mode, "tf32": backend.tf32, "runtime": backend.runtime,
-            "env": backend.env, "torch_running_var": backend.torch_running_var, "encoder": args.encoder, "sizes": sizes if backend.mode != "to_static" else [],
+            "env": backend.env, "torch_running_var": backend.torch_running_var, "precision": backend.precision, "encoder": args.encoder, "sizes": sizes if backend.mode != "to_static" else [],
             "train": train if backend.trains else None, "warmup": args.warmup, "repeats": args.repeats,
             "max_seconds": args.max_seconds, "threads": args.threads or len(os.sched_getaffinity(0))}
     if not spec["sizes"] and not spec["train"]:

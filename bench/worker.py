@@ -153,7 +153,8 @@ def paddle_tasks(spec):
             folder = tempfile.mkdtemp(prefix="bts-bench-")
             atexit.register(shutil.rmtree, folder, True)   # the exported program: ~190 MB for densenet161
             export_inference(model, folder, height, width)
-            runner = InferenceModel(folder, device="gpu" if gpu else "cpu", onednn=True, threads=spec["threads"])
+            runner = InferenceModel(folder, device="gpu" if gpu else "cpu", onednn=True, threads=spec["threads"],
+                                    precision=spec.get("precision", "fp32"))
             return lambda: runner(image, focal)
         x, f = paddle.to_tensor(image), paddle.to_tensor(focal)
         model.eval()

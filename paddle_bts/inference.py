@@ -2,6 +2,12 @@
 
     model = InferenceModel("out/densenet161_bts")            # CPU, oneDNN, all cores this process may use
     outputs = model(image, focal)                            # {name: numpy array}, names as bts_spec.OUTPUT_NAMES
+    model = InferenceModel("out/densenet161_bts", precision="bf16")   # oneDNN bf16: an option with an error
+
+bf16 (CPU, oneDNN) is never the default: it rounds activations and weights to 8 significant bits, and its
+error is measured, not assumed, by the `deploy` stage's bf16 case (final depth in metres against fp32 torch,
+and the official metrics of a trained network). It needs a CPU with bf16 support (AVX-512 BF16 or AMX);
+elsewhere Paddle would log a line and quietly run fp32, so the runner refuses instead.
 
 `image` is N x 3 x H x W float32 (H x W as exported, any N), `focal` N float32 focal lengths in pixels.
 """
@@ -30,6 +36,20 @@ BROKEN_ONEDNN_PASSES = {
 }
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_unsupported_reason(device="cpu", onednn=True):
+    """None where Paddle Inference can run bf16 here; otherwise why not, in one line."""
+    if device != "cpu" or not onednn:
+        return f"bf16 runs on the CPU with oneDNN only (asked: device {device}, oneDNN {'on' if onednn else 'off'})"
+    from paddle.base import core
+    if not core.supports_bfloat16():
+        return ("this CPU has no bf16 support for oneDNN (Paddle's core.supports_bfloat16() is False; it needs "
+                "AVX-512 BF16 or AMX), so Paddle would run fp32 instead")
+    return None
+
+
 def available_threads():
     """CPU cores this process may run on (the affinity mask, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -51,8 +71,13 @@ def program_files(folder, prefix=PREFIX):
                             f"{prefix}{PARAMS_SUFFIX}); export one with conversion/torch2paddle.py --export-inference")
 
 
-def make_config(program, params, device="cpu", onednn=True, threads=None):
-    """A paddle.inference.Config for BTS: oneDNN (minus the passes above) or native kernels on CPU, or a GPU."""
+def make_config(program, params, device="cpu", onednn=True, threads=None, precision="fp32"):
+    """A paddle.inference.Config for BTS: oneDNN (minus the passes above) or native kernels on CPU, or a GPU;
+    precision "bf16": oneDNN bf16 (ValueError where this CPU or device cannot)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+    if precision == "bf16" and (reason := bf16_unsupported_reason(device, onednn)):
+        raise ValueError(f"precision bf16: {reason}")
     config = paddle_infer.Config(str(program), str(params))
     kind, _, index = device.partition(":")
     if kind in ("gpu", "cuda"):
@@ -66,6 +91,8 @@ def make_config(program, params, device="cpu", onednn=True, threads=None):
             config.enable_onednn()
             for name in BROKEN_ONEDNN_PASSES:
                 config.delete_pass(name)
+            if precision == "bf16":
+                config.enable_onednn_bfloat16()
         else:
             config.disable_onednn()   # Paddle 3.3.1 turns oneDNN on by default for CPU
         config.set_cpu_math_library_num_threads(threads or available_threads())
@@ -78,12 +105,13 @@ def make_config(program, params, device="cpu", onednn=True, threads=None):
 class InferenceModel:
     """A Paddle Inference predictor over an exported BTS program; calls return {output name: numpy array}."""
 
-    def __init__(self, folder, device="cpu", onednn=True, threads=None, prefix=PREFIX):
+    def __init__(self, folder, device="cpu", onednn=True, threads=None, prefix=PREFIX, precision="fp32"):
         self.program, self.params = program_files(folder, prefix)
         self.device = device
         self.onednn = onednn and device == "cpu"
         self.threads = (threads or available_threads()) if device == "cpu" else None
-        self.config = make_config(self.program, self.params, device, onednn, threads)
+        self.precision = precision
+        self.config = make_config(self.program, self.params, device, onednn, threads, precision)
         self.predictor = paddle_infer.create_predictor(self.config)
         self.input_names = self.predictor.get_input_names()
         self.output_names = self.predictor.get_output_names()
@@ -93,7 +121,8 @@ class InferenceModel:
     def describe(self):
         if self.device != "cpu":
             return f"paddle.inference {self.device}"
-        return f"paddle.inference cpu {'oneDNN' if self.onednn else 'native kernels'}, {self.threads} threads"
+        kernels = ("oneDNN" + (" bf16" if self.precision == "bf16" else "")) if self.onednn else "native kernels"
+        return f"paddle.inference cpu {kernels}, {self.threads} threads"
 
     def __call__(self, image, focal):
         # `focal` is absent from an NYU program: the graph never reads it and the export prunes it.

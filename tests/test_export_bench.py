@@ -28,7 +28,7 @@ from conversion.export import export_inference
 from conversion.manifest import sha256_file
 from conversion.seeded import save_seeded_checkpoint
 from paddle_bts.bts import resize_nearest
-from paddle_bts.inference import InferenceModel, make_config
+from paddle_bts.inference import InferenceModel, bf16_unsupported_reason, make_config
 
 ENCODER = "mobilenetv2_bts"
 SIZE = (64, 128)
@@ -90,6 +90,45 @@ def test_inference_runner_equals_paddle_eager(eager_model, tmp_path, onednn):
         row = compare(want[name], got[name], TOLERANCES["model"])
         assert row["passed"], (name, row)
     assert not np.allclose(got["final_depth"][0], got["final_depth"][1])   # focal scaling per sample
+
+
+BF16_MISSING = bf16_unsupported_reason()
+
+
+@pytest.fixture(scope="module")
+def exported(eager_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    export_inference(eager_model, folder, *SIZE)
+    return folder
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "fp16"}, "choose fp32 or bf16"),
+    ({"precision": "bf16", "onednn": False}, "oneDNN only"),
+])
+def test_precision_errors_are_one_line(exported, kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        InferenceModel(exported, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(BF16_MISSING is None, reason="this CPU runs bf16: nothing to refuse")
+def test_bf16_is_refused_where_the_cpu_lacks_it(exported):
+    """Paddle itself would log 'CPU does not support BFLOAT16 calculations' and run fp32 under a bf16 label."""
+    with pytest.raises(ValueError, match="no bf16 support") as error:
+        InferenceModel(exported, precision="bf16")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(BF16_MISSING is not None, reason=f"bf16: {BF16_MISSING}")
+def test_bf16_runs_and_differs_from_fp32(exported):
+    x, focal = images(2), np.array([KITTI_FOCAL, NYU_FOCAL], np.float32)
+    fp32 = InferenceModel(exported)(x, focal)["final_depth"]
+    bf16_model = InferenceModel(exported, precision="bf16")
+    assert "bf16" in bf16_model.describe()
+    bf16 = bf16_model(x, focal)["final_depth"]
+    assert np.isfinite(bf16).all() and bf16.shape == fp32.shape
+    assert not np.array_equal(bf16, fp32)   # bf16 rounding ran: not fp32 under another name
 
 
 def test_nyu_program_takes_the_image_only(tmp_path):
