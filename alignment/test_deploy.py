@@ -16,16 +16,18 @@ The `model` tolerance is used unchanged; no entry of its own.
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
 from alignment import noise, twins
+from alignment.bf16 import markdown, run_bf16_effect
 from alignment.harness import environment, run_case
 from alignment.plots import depth_maps
 from alignment.tolerances import TOLERANCES
 from bts_core.spec import OUTPUT_NAMES
 from conversion.export import export_inference
-from paddle_bts.inference import InferenceModel, gpu_available
+from paddle_bts.inference import InferenceModel, bf16_unsupported_reason, gpu_available
 
 FLAGSHIP = "densenet161_bts"
 
@@ -86,3 +88,44 @@ CASES = [
 def test_deploy_stage(case, tmp_path):
     result = run_deploy(case, tmp_path)
     assert result.passed, result.failure_message()
+
+
+# ---- bf16: an option with a measured error, on a trained network (alignment/bf16.py) ----------------------
+BF16_MISSING = bf16_unsupported_reason()
+STAND_IN_CASE = "deploy-mobilenetv2_bts-stand_in-64x160"
+
+
+def run_deploy_bf16(folder, paddle_bf16=True):
+    """Two cases on the trained stand-in's held-out frames: Paddle Inference fp32 against torch fp32 (asserted,
+    `model` tolerance) and Paddle Inference bf16 against torch fp32 (REPORT, read against torch's own bf16
+    error); bf16.md beside them holds the official metrics and error distributions of every variant."""
+    effect = run_bf16_effect(folder, paddle_bf16)
+    depths = {name: np.stack(ds) for name, ds in effect["depths"].items()}
+    torch_out = {"final_depth": depths["torch fp32"]}
+    meta = environment(twins.devices()[0], "paddle.inference cpu oneDNN")
+    fp32 = run_case("deploy", f"{STAND_IN_CASE}-onednn", torch_out, {"final_depth": depths["paddle inference fp32"]},
+                    TOLERANCES["model"], meta=meta)
+    bf16 = None
+    if paddle_bf16:
+        bf16 = run_case("deploy", f"{STAND_IN_CASE}-onednn-bf16", torch_out,
+                        {"final_depth": depths["paddle inference bf16"]}, TOLERANCES["deploy_bf16"],
+                        meta={**meta, "bf16 errors (m)": effect["errors"]},
+                        perturbed={"final_depth": depths["torch bf16 (autocast)"]}, asserted=False)
+    (fp32.folder / "bf16.md").write_text(markdown(effect))
+    return fp32, bf16, effect
+
+
+BF16_CASES = [pytest.param(True, marks=pytest.mark.skipif(BF16_MISSING is not None, reason=f"bf16: {BF16_MISSING}")),
+              # where Paddle cannot run bf16, the torch yardstick and the fp32 deployment alone
+              pytest.param(False, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("paddle_bf16", BF16_CASES, ids=["paddle-bf16", "torch-bf16-only"])
+def test_deploy_bf16_on_a_trained_network(tmp_path, paddle_bf16):
+    fp32, bf16, effect = run_deploy_bf16(tmp_path, paddle_bf16)
+    assert fp32.passed, fp32.failure_message()
+    depths = effect["depths"]
+    assert all(np.isfinite(d).all() for ds in depths.values() for d in ds)
+    assert not np.array_equal(depths["torch bf16 (autocast)"], depths["torch fp32"])
+    if paddle_bf16:   # bf16 rounding ran: not fp32 under another name
+        assert not np.array_equal(np.stack(depths["paddle inference bf16"]), np.stack(depths["paddle inference fp32"]))

@@ -74,6 +74,12 @@ TOLERANCES["data"] = Tolerance(rtol=0.0, atol=0.0, why=(
 # predictions are bit-identical in both pipelines (flip averaging and KB paste-back included), and the
 # nine means differ by <= 1.25e-7 relative (silog, NYU no crop; 9.5e-8 KITTI Eigen; 0 KITTI Garg),
 # i.e. 1 ulp from the log/sqrt kernels, as the metrics stage. Image count and predictions: exact.
+# bf16 deployment (alignment/bf16.py): reported, not asserted, until measured on a CPU with bf16. Its yardstick
+# is torch's own bf16 error on the same network (CPU autocast), measured in the same run: on AMD EPYC the trained
+# stand-in's final depth moved by median 0.105 m, p99 0.51 m, max 0.80 m (abs_rel 0.08347 -> 0.08326).
+TOLERANCES["deploy_bf16"] = Tolerance(rtol=0.0, atol=0.0, noise_factor=3.0, why=(
+    "3x torch's own bf16 error (CPU autocast, same network, same run) of the same tensor"))
+
 TOLERANCES["eval"] = Tolerance(rtol=1e-6, atol=0.0, why=(
     "same predictions, same fp32 metric ops, fp64-accumulated means: measured <= 1.25e-7 relative (1 ulp)"))
 

@@ -69,16 +69,21 @@ def torch_twin(encoder, dataset="kitti", seed=0):
 def build_twins(encoder, dataset="kitti", seed=0, torch_running_var=True):
     """(torch_ref model, paddle_bts model) in eval mode, the Paddle one converted from the torch one;
     both with the dataset's official max_depth (80 m KITTI, 10 m NYU)."""
-    max_depth = DEFAULT_MAX_DEPTH[dataset]
     torch_model = torch_twin(encoder, dataset, seed)
+    paddle_model = paddle_twin_of(torch_model, encoder, dataset, torch_running_var)
+    torch_model.to(devices()[0])
+    return torch_model.eval(), paddle_model.eval()
+
+
+def paddle_twin_of(torch_model, encoder, dataset="kitti", torch_running_var=True):
+    """A paddle_bts model holding `torch_model`'s weights as the converter gives them (eval mode)."""
     parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
     report.raise_if_bad()
-    paddle_model = paddle_bts.build_model(encoder, max_depth=max_depth, dataset=dataset,
+    paddle_model = paddle_bts.build_model(encoder, max_depth=DEFAULT_MAX_DEPTH[dataset], dataset=dataset,
                                           torch_running_var=torch_running_var)
     set_strict(paddle_model.encoder, parts["encoder"], f"{encoder} encoder")
     set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder")
-    torch_model.to(devices()[0])
-    return torch_model.eval(), paddle_model.eval()
+    return paddle_model.eval()
 
 
 
