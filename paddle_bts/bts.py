@@ -129,8 +129,11 @@ class local_planar_guidance(nn.Layer):  # noqa: N801
 
     def forward(self, plane_eq, focal):
         r = self.upratio
-        plane = paddle.repeat_interleave(paddle.repeat_interleave(plane_eq, r, 2), r, 3)
-        n1, n2, n3, n4 = plane[:, 0], plane[:, 1], plane[:, 2], plane[:, 3]
+        if paddle.in_dynamic_mode():   # the official op, and its gradient, in training
+            plane = paddle.repeat_interleave(paddle.repeat_interleave(plane_eq, r, 2), r, 3)
+            n1, n2, n3, n4 = plane[:, 0], plane[:, 1], plane[:, 2], plane[:, 3]
+        else:   # an export: the same copies, by channel (oneDNN cannot slice a channel of repeat_pixels' output)
+            n1, n2, n3, n4 = (repeat_pixels(plane_eq[:, i:i + 1], r).squeeze(1) for i in range(4))
         u = self.offsets(plane_eq.shape[3], plane_eq).reshape([1, 1, -1])   # varies along W
         v = self.offsets(plane_eq.shape[2], plane_eq).reshape([1, -1, 1])   # varies along H
         return n4 / (n1 * u + n2 * v + n3)

@@ -27,7 +27,7 @@ from conversion import torch2paddle
 from conversion.export import export_inference
 from conversion.manifest import sha256_file
 from conversion.seeded import save_seeded_checkpoint
-from paddle_bts.bts import resize_nearest
+from paddle_bts.bts import local_planar_guidance, resize_nearest
 from paddle_bts.inference import InferenceModel, bf16_unsupported_reason, make_config
 
 ENCODER = "mobilenetv2_bts"
@@ -167,11 +167,23 @@ def test_resize_nearest_static_form_is_bit_identical_and_has_no_nearest_interp(t
         assert np.array_equal(predictor.get_output_handle(name).copy_to_cpu(), expected), name
 
 
+@pytest.mark.parametrize("ratio", [8, 4, 2])
+def test_lpg_static_form_is_bit_identical_to_eager(ratio):
+    """An export's LPG repeats the plane coefficients with repeat_pixels, eager with repeat_interleave."""
+    lpg = local_planar_guidance(ratio)
+    plane = paddle.to_tensor(np.random.default_rng(ratio).uniform(0.1, 1.0, (2, 4, 6, 10)).astype(np.float32))
+    static = paddle.jit.to_static(lpg, input_spec=[InputSpec([None, 4, 6, 10], "float32", "plane"), None],
+                                  full_graph=True)
+    program = str(static.forward.concrete_program.main_program)
+    assert "repeat_interleave" not in program and "conv2d_transpose" in program
+    assert np.array_equal(static(plane, None).numpy(), local_planar_guidance(ratio)(plane, None).numpy())
+
+
 def test_runtime_configure_reports_what_it_set():
     code = "import json, paddle_bts.runtime as r; print(json.dumps(r.configure(threads=1)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     settings = json.loads(out.stdout.strip().splitlines()[-1])
-    assert settings["threads"] == 1 and settings["FLAGS_use_mkldnn"] is False
+    assert settings["threads"] == 1 and settings["FLAGS_use_mkldnn"] is settings["FLAGS_use_onednn"] is False
     assert ("MKL_DEBUG_CPU_TYPE" in settings) == (paddle_bts.runtime.cpu_vendor() == "AuthenticAMD")
 
 
