@@ -214,6 +214,21 @@ def test_evaluate_cli_both_frameworks(weights, small_kitti, tmp_path, capsys):
     assert_metrics_close(torch_row, official_mean(expected), OFFICIAL_RTOL)
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_paddle_commands_apply_the_cpu_settings(command, weights, small_kitti, images, tmp_path, monkeypatch):
+    """As imported, Paddle 3.3.1 computes on one thread (and on AMD takes MKL's slowest path): evaluate and
+    predict apply paddle_bts.runtime.configure() as training does."""
+    import paddle_bts.runtime
+    calls = []
+    monkeypatch.setattr(paddle_bts.runtime, "configure", lambda *a, **k: calls.append((a, k)) or {})
+    if command == "evaluate":
+        argv = ["--weights", str(weights["paddle"]), *eval_args(small_kitti, "--no-kb-crop")]
+        assert paddle_eval.main(argv) == 0
+    else:
+        assert paddle_predict.main(predict_args(weights, images, tmp_path / "out")) == 0
+    assert calls == [((), {})]
+
+
 def test_evaluate_command_prints_the_image_count_as_an_integer(weights, small_kitti):
     result = run_cli("-m", "paddle_bts.evaluate", "--weights", weights["paddle"],
                      *eval_args(small_kitti, "--no-kb-crop"))
