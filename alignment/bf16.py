@@ -10,8 +10,6 @@ on synthetic KITTI frames, whole 64 x 160 frames), converted to Paddle, exported
 Each gets the official metrics (Garg crop, 1e-3..80 m) and its final-depth error against torch fp32 as a
 distribution in metres (median, 90th, 99th percentile, max over the scored pixels).
 """
-import contextlib
-
 import numpy as np
 import torch
 
@@ -23,24 +21,11 @@ from paddle_bts.inference import InferenceModel
 from torch_ref import evaluate as torch_eval
 from torch_ref.data import make_loader
 from torch_ref.metrics import eval_mask
-from torch_ref.stand_in import ENCODER, FRAME, train_stand_in, write_stand_in_tree
+from torch_ref.stand_in import ENCODER, FRAME, QUICK_EPOCHS, train_stand_in, write_held_out_tree
 
 from alignment.twins import paddle_twin_of
 
-STAND_IN_EPOCHS = 8        # as tests/conftest.py's stand_in: abs_rel 0.222 untrained -> 0.082 on held-out frames
-HELD_OUT_SEED = 7          # the stand-in trains on seed 0 and picks its best model on seed 1
-HELD_OUT_IMAGES = 4
 PERCENTILES = (50, 90, 99, 100)
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def error_distribution(reference, other, masks):
@@ -53,16 +38,14 @@ def run_bf16_effect(folder, paddle_bf16=True):
     """Trains the stand-in under `folder`, runs the four variants on held-out frames; returns
     {"metrics": {variant: {metric: value}}, "errors": {variant: distribution}, "depths": {variant: [HxW]}}.
     paddle_bf16=False leaves Paddle's bf16 out (a CPU without bf16 measures the torch yardstick only)."""
-    with torch_threads(1):   # tests/conftest.py: the stand-in trains ~40 s on one thread, far slower on two
-        stand_in = train_stand_in(folder / "stand_in", num_epochs=STAND_IN_EPOCHS)
+    stand_in = train_stand_in(folder / "stand_in", num_epochs=QUICK_EPOCHS)
     torch_model = torch_ref.load_official_checkpoint(torch_ref.build_model(ENCODER, 80.0, "kitti"),
                                                      str(stand_in.checkpoint)).eval()
     export_inference(paddle_twin_of(torch_model, ENCODER, "kitti"), folder / "program", *FRAME)
     runners = {"paddle inference fp32": InferenceModel(folder / "program")}
     if paddle_bf16:
         runners["paddle inference bf16"] = InferenceModel(folder / "program", precision="bf16")
-    samples = BtsSamples(write_stand_in_tree(folder / "held_out", HELD_OUT_IMAGES, HELD_OUT_SEED).config(
-        "test", do_kb_crop=False))
+    samples = BtsSamples(write_held_out_tree(folder / "held_out").config("test", do_kb_crop=False))
     depths = {name: [] for name in ["torch fp32", "torch bf16 (autocast)", *runners]}
     with torch.no_grad():
         for batch in make_loader(samples, 1, shuffle=False, drop_last=False):

@@ -32,7 +32,7 @@ from conversion.convert import ConversionError, paddle_to_torch, torch_layout, t
 from conversion.diagnose import backbone_names, describe, describe_paddle_source, torch_signature
 from conversion.manifest import (BACKBONE_FORMAT, FORMAT, MANIFEST, conversion_summary, file_entry, library_versions,
                                  now_utc, read_manifest, write_manifest)
-from conversion.model_card import markdown, parity_table
+from conversion.model_card import print_verification
 from conversion.rules import map_torch_key
 from conversion.torch2paddle import parameter_count, raise_if_failed
 from torch_ref.backbone import COUNTER, read_backbone_file
@@ -171,10 +171,8 @@ def print_summary(manifest):
           f"mapped, {conv['dropped']} dropped ({'; '.join(conv['dropped_why']) or 'none'}), "
           f"{len(conv['transforms'])} transposed, {manifest['parameters']['count']:,} parameters, {conv['seconds']:.1f} s")
     verification = manifest["verification"]
-    if "checks" in verification:
-        print(f"verification ({verification['seconds']:.1f} s): paddle_bts's encoder from the written file vs "
-              f"torchvision's network, skip features, CPU float32; {verification['criterion']}")
-        print(markdown(parity_table(verification["checks"])))
+    print_verification(verification, "paddle_bts's encoder from the written file vs torchvision's network, skip "
+                                     f"features, CPU float32; {verification.get('criterion')}")
 
 
 def to_torch(args):

@@ -4,6 +4,14 @@ import pandas as pd
 from bts_core.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
+def print_verification(verification, compared):
+    """The verification headline (`compared`: what was checked against what) and its parity table, where the
+    manifest's verification ran (it holds `checks`)."""
+    if "checks" in verification:
+        print(f"verification ({verification['seconds']:.1f} s): {compared}")
+        print(markdown(parity_table(verification["checks"])))
+
+
 def parity_table(checks):
     """One row per input and output; numbers as recorded (checks are dicts or OutputCheck)."""
     rows = [c if isinstance(c, dict) else vars(c) for c in checks]

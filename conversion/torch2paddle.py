@@ -31,7 +31,7 @@ from conversion.diagnose import describe_torch_source
 from conversion.export import export_inference, parse_size
 from conversion.manifest import (FORMAT, conversion_summary, file_entry, library_versions, now_utc,
                                  write_manifest)
-from conversion.model_card import markdown, max_depth_text, model_card, parity_table
+from conversion.model_card import max_depth_text, model_card, print_verification
 from conversion.paddle_files import write_parts
 from conversion.safetensors_weights import SAFETENSORS_FILE, write_safetensors
 from conversion.seeded import save_seeded_checkpoint
@@ -204,11 +204,7 @@ def print_summary(manifest):
               f"parameters ({opt['fresh (no torch state yet)']} without state yet, started fresh), global step "
               f"{opt['global_step']}; eps {opt['groups'][0].get('eps')}, weight decay "
               f"{[g.get('weight_decay') for g in opt['groups']]} (set them in paddle_bts.train's config)")
-    verification = manifest["verification"]
-    if "checks" in verification:
-        print(f"verification ({verification['seconds']:.1f} s): paddle_bts from the written files vs torch_ref, "
-              f"CPU float32; {CRITERION}")
-        print(markdown(parity_table(verification["checks"])))
+    print_verification(manifest["verification"], f"paddle_bts from the written files vs torch_ref, CPU float32; {CRITERION}")
 
 
 def run_default(args):

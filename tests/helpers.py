@@ -2,6 +2,8 @@
 import contextlib
 import io
 
+import numpy as np
+
 import torch_ref
 from conversion import paddle2torch, torch2paddle
 from conversion.seeded import random_state
@@ -17,3 +19,14 @@ def convert_both_ways(encoder, folder):
         assert paddle2torch.main(["--weights", str(folder / "paddle"), "--encoder", encoder,
                                   "--output", str(folder / "back")]) == 0
     return torch_ref.read_state_dict(str(source)), torch_ref.read_state_dict(str(folder / "back"))
+
+
+def one_tensor_off(convert, key, part=None):
+    """`convert` (a converter returning (arrays, report)) with tensor `key` 0.1 % off: a subtle bug that
+    verification must catch. `part`: where the converter returns parts, the one holding `key`."""
+    def converted(state, encoder, progress=iter):
+        out, report = convert(state, encoder, progress)
+        arrays = out if part is None else out[part]
+        arrays[key] = arrays[key] * np.float32(1.001)
+        return out, report
+    return converted

@@ -19,6 +19,7 @@ import paddle_bts.train as ptrain
 import torch_ref
 import torch_ref.train as ttrain
 from as_user import REPO, leftovers, one_error_line
+from helpers import one_tensor_off
 from bts_core.backbones import BACKBONES, normalise_torch_key, to_encoder_key
 from bts_core.config import ConfigError, validate
 from bts_core.spec import ENCODERS
@@ -119,13 +120,8 @@ def test_verified_conversion_writes_manifest_and_model_card(converted):
 
 def test_a_wrong_tensor_fails_verification_exit_1_and_leaves_nothing(converted, tmp_path, capsys, monkeypatch):
     source, _, _ = converted
-    convert = backbone.backbone_to_paddle
-
-    def slightly_wrong(state, encoder, progress=iter):   # 0.1 % off in one conv: a subtle bug
-        arrays, report = convert(state, encoder, progress)
-        arrays["base_model.6.conv.1.0.weight"] = arrays["base_model.6.conv.1.0.weight"] * np.float32(1.001)
-        return arrays, report
-    monkeypatch.setattr(backbone, "backbone_to_paddle", slightly_wrong)
+    monkeypatch.setattr(backbone, "backbone_to_paddle",
+                        one_tensor_off(backbone.backbone_to_paddle, "base_model.6.conv.1.0.weight"))
     output = tmp_path / "converted"
     assert backbone.main(["--to-paddle", str(source), "--encoder", ENCODER, "--output", str(output)]) == 1
     one_error_line(capsys, "differ beyond tolerance", "on the")

@@ -10,12 +10,12 @@ import os
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import torch_ref
 from as_user import leftovers, one_error_line, run_cli
+from helpers import one_tensor_off
 from conversion import paddle2torch, publish, torch2paddle
 from conversion.convert import torch_layout
 from conversion.manifest import sha256_file
@@ -298,13 +298,8 @@ def test_publish_without_manifest_is_exit_2(tmp_path, capsys):
 
 def test_failed_verification_is_exit_1_and_leaves_nothing(converted, tmp_path, capsys, monkeypatch):
     checkpoint, _, _ = converted
-    convert = torch2paddle.torch_to_paddle
-
-    def slightly_wrong(state, encoder, progress=iter):   # 0.1 % off in one decoder conv: a subtle bug
-        parts, report = convert(state, encoder, progress)
-        parts["decoder"]["conv1.0.weight"] = parts["decoder"]["conv1.0.weight"] * np.float32(1.001)
-        return parts, report
-    monkeypatch.setattr(torch2paddle, "torch_to_paddle", slightly_wrong)
+    monkeypatch.setattr(torch2paddle, "torch_to_paddle",
+                        one_tensor_off(torch2paddle.torch_to_paddle, "conv1.0.weight", part="decoder"))
     output = tmp_path / "converted"
     assert torch2paddle.main(["--checkpoint", str(checkpoint), "--encoder", ENCODER, "--output", str(output)]) == 1
     one_error_line(capsys, "differ beyond tolerance", "final_depth")
