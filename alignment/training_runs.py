@@ -84,14 +84,14 @@ def recorded_batches(make_loader, samples, convert, seen, first_step=0, last_ste
 def run_steps(module, model, optimizer, scheduler, make_loader, convert, first_step=0, last_step=None,
               after_step=None):
     """Global steps first_step .. last_step - 1 (default: to the end of TRAIN_EPOCHS) of each framework's own
-    training loop; returns (the loop's step records, the batches it saw). `after_step(record)`: called
-    after each step (the loop's on_step)."""
+    training loop; returns (the loop's step records, the batches it saw). `after_step(record, optimizer)`:
+    called after each step (the loop's on_step), e.g. to save a checkpoint."""
     records, seen = [], []
 
     def on_step(record):
         records.append(record)
         if after_step is not None:
-            after_step(record)
+            after_step(record, optimizer)
     batches = recorded_batches(make_loader, train_samples(), convert, seen, first_step, last_step)
     module.run_epochs(model, optimizer, scheduler, batches, TRAIN_EPOCHS, 1.0, on_step=on_step,
                       start_epoch=first_step // STEPS_PER_EPOCH, global_step=first_step)
@@ -99,7 +99,8 @@ def run_steps(module, model, optimizer, scheduler, make_loader, convert, first_s
 
 
 def train(module, model, make_loader, convert, steps, after_step=None):
-    """`steps` (<= TRAIN_STEPS) steps of the official recipe from step 0 (a schedule of `steps` steps)."""
+    """`steps` (<= TRAIN_STEPS) steps of the official recipe from step 0 (a schedule of `steps` steps);
+    `after_step(record, optimizer)` runs after each step (run_steps)."""
     optimizer = module.build_optimizer(model, LR0, EPS, WD)
     scheduler = module.build_scheduler(optimizer, steps)
     records, seen = run_steps(module, model, optimizer, scheduler, make_loader, convert, last_step=steps,
@@ -182,13 +183,10 @@ def torch_float64_run(encoder, start="twins", steps=TRAIN_STEPS):
     atexit.register(shutil.rmtree, folder, True)
     saved = []
 
-    def save_at_resume_point(record):
+    def save_at_resume_point(record, optimizer):
         if record["step"] + 1 == RESUME_AT:
             saved.append(ttrain.save_checkpoint(model, optimizer, folder, RESUME_AT))
-    optimizer = ttrain.build_optimizer(model, LR0, EPS, WD)
-    scheduler = ttrain.build_scheduler(optimizer, steps)
-    records, seen = run_steps(ttrain, model, optimizer, scheduler, make_loader, lambda t: t.double(), last_step=steps,
-                              after_step=save_at_resume_point)
+    records, seen = train(ttrain, model, make_loader, lambda t: t.double(), steps, after_step=save_at_resume_point)
     state = model.state_dict()
     return TorchRun(records, seen, {f"final/{n}": twins.numpy_of(state[n]).copy() for n in torch_names(model)},
                     saved[0])
