@@ -67,12 +67,11 @@ def recorded_batches(make_loader, samples, convert, seen, first_step=0, last_ste
     trained on the same data) and casts them with `convert`."""
     start_epoch, skip = divmod(first_step, STEPS_PER_EPOCH)
 
-    def batches(epoch):
-        if epoch < start_epoch:
-            return
-        step = epoch * STEPS_PER_EPOCH + (skip if epoch == start_epoch else 0)
+    def batches(epoch):   # the loop asks for epochs from start_epoch on (run_steps starts it there)
+        skipped = skip if epoch == start_epoch else 0
+        step = epoch * STEPS_PER_EPOCH + skipped
         for batch in make_loader(samples, TRAIN_BATCH, seed=0, epoch=epoch, shuffle=True, num_workers=0,
-                                 skip_batches=skip if epoch == start_epoch else 0):
+                                 skip_batches=skipped):
             if last_step is not None and step >= last_step:
                 return
             seen.append({k: twins.numpy_of(batch[k]) for k in ("image", "depth", "focal")})
