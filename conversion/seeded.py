@@ -9,6 +9,7 @@ import torch_ref
 from bts_core.backbones import backbone_of
 from conversion.convert import torch_layout
 from conversion.verify import photographs
+from torch_ref.reference import batch_norms, calibrate_batch_norms
 
 
 def save_seeded_checkpoint(encoder, path, seed=0, max_depth=80.0, dataset="kitti"):
@@ -47,32 +48,22 @@ def seeded_backbone(encoder, seed=0, legacy=False, calibrate=True):
     torch.manual_seed(seed)
     network = getattr(torchvision.models, backbone_of(encoder).torchvision)(weights=None)
     gen = torch.Generator().manual_seed(seed + 1)
-    bns = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bns = batch_norms(network)
     with torch.no_grad():
         for bn in bns:
             bn.weight.uniform_(0.5, 1.5, generator=gen)
             bn.bias.normal_(0.0, 0.1, generator=gen)
             bn.running_mean.normal_(0.0, 0.1, generator=gen)
             bn.running_var.uniform_(0.5, 1.5, generator=gen)
-        if calibrate:
-            _calibrate(network, bns)
+        if calibrate:   # on two photographs and their mirror images
+            photos = photographs(64, 64, ("astronaut", "chelsea"))
+            calibrate_batch_norms(network, torch.from_numpy(np.concatenate([photos, photos[..., ::-1]])))
         for bn in bns:
             bn.num_batches_tracked.copy_(torch.randint(1, 10**6, (), generator=gen))
     state = network.state_dict()
     if legacy:
         state = {_legacy_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     return state
-
-
-def _calibrate(network, bns):
-    """BN running statistics := the batch statistics of two photographs and their mirror images."""
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None          # cumulative average: after one batch, running = batch statistics
-    photos = photographs(64, 64, ("astronaut", "chelsea"))
-    network.train()(torch.from_numpy(np.concatenate([photos, photos[..., ::-1]])))
-    for bn in bns:
-        bn.momentum = 0.1           # torchvision's
 
 
 def _legacy_name(key):
