@@ -8,6 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bts_core.cpuinfo import cpu_flags, cpuinfo_field
+
 ROOT = Path(__file__).resolve().parents[1]
 # Variables that change which kernels run or how work is split (the matrix sets these).
 SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
@@ -19,18 +21,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
 
 
 def _cpu():
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    return model, [f for f in ISA_FLAGS if f in flags]
+    return cpuinfo_field("model name") or platform.processor() or "unknown", [f for f in ISA_FLAGS if f in cpu_flags()]
 
 
 def _commit():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import TORCH_CPU
+from bts_core.cpuinfo import cpuinfo_field
 from bts_core.spec import ENCODERS, INPUT_MULTIPLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def run_worker(backend, args, sizes, train):
             "device": backend.device, "mode": backend.mode, "tf32": backend.tf32, "runtime": backend.runtime,
             "env": backend.env, "torch_running_var": backend.torch_running_var, "precision": backend.precision, "encoder": args.encoder, "sizes": sizes if backend.mode != "to_static" else [],
             "train": train if backend.trains else None, "warmup": args.warmup, "repeats": args.repeats,
-            "max_seconds": args.max_seconds, "threads": args.threads or len(os.sched_getaffinity(0))}
+            "max_seconds": args.max_seconds, "threads": args.threads}
     if not spec["sizes"] and not spec["train"]:
         return []
     rows, error = run_child("bench.worker", spec, backend.env)
@@ -206,16 +207,14 @@ def run_floor(args, sizes, train):
     if not tasks:
         return None
     floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": tasks,
-                                             "threads": args.threads or len(os.sched_getaffinity(0))})
+                                             "threads": args.threads})
     if error:
         print(f"bench: no compute floor ({error})", file=sys.stderr)
     return floor
 
 
 def machine():
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpu": model, "cores available": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+    return {"cpu": cpuinfo_field("model name") or platform.processor(), "cores available": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "platform": platform.platform()}
 
 
@@ -228,6 +227,7 @@ def bench(args):
             raise BenchError("--paddle-study times the train step: give a --train-size")
     if args.repeats < 1 or args.warmup < 0 or args.train_batch < 1:
         raise BenchError("--repeats and --train-batch must be >= 1, --warmup >= 0")
+    args.threads = args.threads or len(os.sched_getaffinity(0))
     backends, skipped = choose_backends(args)
     started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     print(f"bench: {len(backends)} backends, {args.encoder}, sizes {sizes}, train {train}; load {started['load'][0]:.2f}",

@@ -18,28 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from bts_core.cpuinfo import cpu_flags, cpuinfo_field
+
 FMA_UNITS = 2
 GEMM_SIZE = 4096
-
-
-def cpu_flags():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+GEMM_REPEATS = 3
 
 
 def cpu_clock_ghz():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1000
-    except (OSError, ValueError):
-        pass
-    return None
+    mhz = cpuinfo_field("cpu MHz")
+    return float(mhz) / 1000 if mhz else None
 
 
 def isa_peak(cores, flags=None, clock_ghz=None):
@@ -50,6 +38,7 @@ def isa_peak(cores, flags=None, clock_ghz=None):
     flops_per_lane = 2 if "fma" in flags else 1
     peak = cores * FMA_UNITS * lanes * flops_per_lane * clock_ghz if clock_ghz else None
     return {"isa": isa + ("+FMA" if "fma" in flags else ""), "fp32 lanes": lanes, "FMA units per core": FMA_UNITS,
+            "FLOPs per lane": flops_per_lane,
             "clock GHz": clock_ghz, "cores": cores, "isa peak GFLOP/s": peak,
             "bf16 hardware": sorted(flags & {"avx512_bf16", "amx_bf16"})}
 
@@ -60,7 +49,7 @@ def measured_gemm_rate(threads):
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
     a @ b
     best = float("inf")
-    for _ in range(3):
+    for _ in range(GEMM_REPEATS):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
@@ -98,6 +87,7 @@ def floor(spec):
     threads = spec["threads"]
     peak = isa_peak(threads)
     peak["measured GEMM GFLOP/s"] = measured_gemm_rate(threads)
+    peak["measured by"] = f"torch fp32 matrix product {GEMM_SIZE}^3, {threads} threads, best of {GEMM_REPEATS}"
     peak["floor peak GFLOP/s"] = max(peak["measured GEMM GFLOP/s"], peak["isa peak GFLOP/s"] or 0)
     flops = task_flops(spec["encoder"], [tuple(t) for t in spec["tasks"]])
     return {"peak": peak, "tasks": {task: {"GFLOP": f / 1e9, "floor_s": f / 1e9 / peak["floor peak GFLOP/s"]}

@@ -65,10 +65,10 @@ def floor_lines(floor):
     peak = floor["peak"]
     isa = peak["isa peak GFLOP/s"]
     lines = [f"- fp32 peak from the ISA: {peak['cores']} cores x {peak['FMA units per core']} FMA units x "
-             f"{peak['fp32 lanes']} lanes ({peak['isa']}) x 2 x {peak['clock GHz'] or float('nan'):.2f} GHz "
-             f"(the clock /proc/cpuinfo reports) = **{isa or float('nan'):.1f} GFLOP/s**",
-             f"- measured: torch fp32 matrix product 4096^3, {peak['cores']} threads, best of 3 = "
-             f"**{peak['measured GEMM GFLOP/s']:.1f} GFLOP/s**",
+             f"{peak['fp32 lanes']} lanes ({peak['isa']}) x {peak['FLOPs per lane']} x "
+             f"{peak['clock GHz'] or float('nan'):.2f} GHz (the clock /proc/cpuinfo reports) = "
+             f"**{isa or float('nan'):.1f} GFLOP/s**",
+             f"- measured: {peak['measured by']} = **{peak['measured GEMM GFLOP/s']:.1f} GFLOP/s**",
              f"- the floor uses the larger, {peak['floor peak GFLOP/s']:.1f} GFLOP/s (a CPU boosting above its "
              f"reported clock beats the ISA figure); bf16 hardware: {', '.join(peak['bf16 hardware']) or 'none'}",
              "", "| task | GFLOP (torch flop counter) | fp32 floor (s) |", "|---|---|---|"]

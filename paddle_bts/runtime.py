@@ -33,20 +33,14 @@ Why each default:
 """
 import os
 
+from bts_core.cpuinfo import cpuinfo_field
 from paddle_bts.inference import available_threads
 
 AMD_MKL_CPU_TYPE = "5"     # MKL 2019's AVX2 code path
 
 
 def cpu_vendor():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    return cpuinfo_field("vendor_id")
 
 
 def configure(threads=None, mkl_cpu_type="auto", onednn=False):
