@@ -36,7 +36,7 @@ def error_distribution(reference, other, masks):
 
 def run_bf16_effect(folder, paddle_bf16=True):
     """Trains the stand-in under `folder`, runs the four variants on held-out frames; returns
-    {"metrics": {variant: {metric: value}}, "errors": {variant: distribution}, "depths": {variant: [HxW]}}.
+    {"metrics": {variant: {metric: value}}, "errors": {variant: distribution}, "depths": {variant: N x H x W}}.
     paddle_bf16=False leaves Paddle's bf16 out (a CPU without bf16 measures the torch yardstick only)."""
     stand_in = train_stand_in(folder / "stand_in", num_epochs=QUICK_EPOCHS)
     torch_model = torch_ref.load_official_checkpoint(torch_ref.build_model(ENCODER, 80.0, "kitti"),
@@ -61,7 +61,7 @@ def run_bf16_effect(folder, paddle_bf16=True):
                for name, ds in depths.items()}
     errors = {name: error_distribution(depths["torch fp32"], ds, masks) for name, ds in depths.items()
               if name != "torch fp32"}
-    return {"metrics": metrics, "errors": errors, "depths": depths}
+    return {"metrics": metrics, "errors": errors, "depths": {name: np.stack(ds) for name, ds in depths.items()}}
 
 
 def markdown(effect):

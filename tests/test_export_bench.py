@@ -73,15 +73,21 @@ def eager_model():
     return paddle_bts.build_model(ENCODER).eval()
 
 
+@pytest.fixture(scope="module")
+def exported(eager_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    export_inference(eager_model, folder, *SIZE)
+    return folder
+
+
 def images(batch, seed=1):
     return np.random.default_rng(seed).standard_normal((batch, 3, *SIZE), dtype=np.float32)
 
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "native"])
-def test_inference_runner_equals_paddle_eager(eager_model, tmp_path, onednn):
-    export_inference(eager_model, tmp_path, *SIZE)
-    assert type(eager_model.forward).__name__ == "method"     # exporting leaves the model eager
-    runner = InferenceModel(tmp_path, onednn=onednn)
+def test_inference_runner_equals_paddle_eager(eager_model, exported, onednn):
+    assert type(eager_model.forward).__name__ == "method"     # exporting (the fixture) leaves the model eager
+    runner = InferenceModel(exported, onednn=onednn)
     x, focal = images(3), np.array([KITTI_FOCAL, NYU_FOCAL, 300.0], np.float32)   # batch 3: the batch is dynamic
     got = runner(x, focal)
     with paddle.no_grad():
@@ -93,13 +99,6 @@ def test_inference_runner_equals_paddle_eager(eager_model, tmp_path, onednn):
 
 
 BF16_MISSING = bf16_unsupported_reason()
-
-
-@pytest.fixture(scope="module")
-def exported(eager_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("exported")
-    export_inference(eager_model, folder, *SIZE)
-    return folder
 
 
 @pytest.mark.parametrize("kwargs, message", [

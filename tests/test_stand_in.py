@@ -20,7 +20,7 @@ from bts_data import BtsSamples, write_tree
 from conversion import torch2paddle
 from paddle_bts import evaluate as paddle_eval
 from torch_ref import evaluate as torch_eval
-from torch_ref.checkpoint import NUMPY_INT32_ARRAY
+from torch_ref.checkpoint import load_torch_file
 from torch_ref.metrics import eval_mask
 from torch_ref.stand_in import (BEST_NAME, ENCODER, FRAME, KEPT_BEST, LOWER_IS_BETTER, train_stand_in,
                                 write_held_out_tree)
@@ -48,14 +48,8 @@ def test_boxes_on_ground_changes_box_depths_only(dataset, tmp_path):
         assert not np.array_equal(*depths) and np.array_equal(depths[0] > 0, depths[1] > 0)   # same pixels measured
 
 
-def official_payload(path):
-    """The file as torch.load gives it (weights_only, numpy int32 arrays allowed, as official best files need)."""
-    with torch.serialization.safe_globals(NUMPY_INT32_ARRAY):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def test_stand_in_is_an_official_best_checkpoint(stand_in):
-    payload = official_payload(stand_in.checkpoint)
+    payload = load_torch_file(stand_in.checkpoint)   # torch.load, weights_only, numpy int32 arrays allowed
     assert set(payload) == {"global_step", "model", "optimizer", "best_eval_measures_higher_better",
                             "best_eval_measures_lower_better", "best_eval_steps"}
     assert all(key.startswith("module.") for key in payload["model"])   # DataParallel keys
