@@ -175,9 +175,9 @@ def fit(config):
             paddle.distributed.barrier()          # rank 0 writes the tree
             config = synthetic_tree(config)
     paddle.seed(config["seed"])
-    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     source = config["load_weights_folder"]
     saved = saved_optimizer_state(source) if source else None   # read before a long model build fails late
+    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     if source:
         load_weights(model, source)
     if config["encoder_weights"]:   # torch's ImageNet weights, converted; the decoder stays Xavier

@@ -145,9 +145,9 @@ def fit(config):
     if config["synthetic"]:
         config = synthetic_tree(config)
     torch.manual_seed(config["seed"])
-    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     source = config["checkpoint_path"]
-    checkpoint = read_checkpoint(source) if source else None
+    checkpoint = read_checkpoint(source) if source else None   # read before a long model build fails late
+    model = build_model(config["encoder"], config["max_depth"], config["dataset"], config["bts_size"])
     if checkpoint:
         model.load_state_dict(checkpoint.model, strict=True)
     if config["encoder_weights"]:   # ImageNet weights, as official training starts; the decoder stays Xavier
