@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
-from bts_core.backbones import ENCODER_PREFIX, HEAD_WHY, backbone_of, normalise_torch_key, sort_keys, to_backbone_key
+from bts_core.backbones import HEAD_WHY, backbone_of, normalise_torch_key, sort_keys, to_backbone_key
 from bts_core.cli import InputError, progress, run_command, staged_outputs
 from bts_core.spec import DECODER_FILE, ENCODER_FILE, ENCODERS, check_encoder
 from conversion.backbone_checks import backbone_card, run_backbone_verification
 from conversion.convert import ConversionError, paddle_to_torch, torch_layout, torch_to_paddle
 from conversion.diagnose import backbone_names, describe, describe_paddle_source, torch_signature
-from conversion.manifest import (BACKBONE_FORMAT, FORMAT, MANIFEST, conversion_summary, file_entry, library_versions,
-                                 now_utc, read_manifest, write_manifest)
+from conversion.manifest import (BACKBONE_FORMAT, MANIFEST, conversion_summary, file_entry, library_versions, now_utc,
+                                 recorded_counters, restore_counters, write_manifest)
 from conversion.model_card import print_verification
 from conversion.rules import map_torch_key
 from conversion.torch2paddle import parameter_count, raise_if_failed
@@ -109,25 +109,8 @@ def paddle_to_backbone(state, encoder, counters, path, progress=iter):
     if report.problems():
         raise ConversionError(f"{path}: {describe_paddle_source(report, {'encoder': state}, encoder)}")
     out = {to_backbone_key(k, encoder): v for k, v in torch_state.items()}
-    unknown = sorted(set(counters) - set(out))
-    if unknown:
-        raise InputError(f"{path.parent / MANIFEST}: BN counter for a key {encoder} lacks: {unknown[0]}")
-    for key, value in counters.items():
-        out[key] = torch.tensor(value, dtype=torch.int64)
+    restore_counters(out, counters, known=out, folder=path.parent, encoder=encoder)
     return out, report
-
-
-def recorded_counters(folder, encoder):
-    """{torchvision key: BN counter} recorded by --to-paddle (or by torch2paddle.py for a whole model), else {}."""
-    if not (folder / MANIFEST).is_file():
-        return {}
-    manifest = read_manifest(folder, (BACKBONE_FORMAT, FORMAT))
-    if manifest.get("encoder") != encoder:
-        raise InputError(f"{folder / MANIFEST} says encoder {manifest.get('encoder')}, not {encoder}")
-    counters = manifest["conversion"]["bn_counters"]
-    if manifest["format"] == FORMAT:   # torch_ref's names, decoder included
-        counters = {to_backbone_key(k, encoder): v for k, v in counters.items() if k.startswith(ENCODER_PREFIX)}
-    return counters
 
 
 # ---- the two commands ----------------------------------------------------------------------------
@@ -183,7 +166,7 @@ def to_torch(args):
     path = Path(encoder_file(source))
     with staged_outputs([args.output], args.force) as (staging,):
         state, head = read_part(str(path), "encoder")
-        counters = recorded_counters(path.parent, args.encoder)
+        counters = recorded_counters(path.parent, args.encoder, backbone=True)
         out, report = paddle_to_backbone(state, args.encoder, counters, path, lambda items: progress(
             items, total=len(state), desc="convert", unit="tensor"))
         torch.save(out, staging)

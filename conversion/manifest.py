@@ -7,6 +7,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from bts_core.backbones import ENCODER_PREFIX, to_backbone_key
 from bts_core.cli import InputError
 
 MANIFEST = "manifest.json"
@@ -73,3 +76,26 @@ def read_manifest(folder, formats=(FORMAT,)):
     if not isinstance(manifest, dict) or manifest.get("format") not in formats:
         raise InputError(f"{path}: not a {' or '.join(formats)} manifest")
     return manifest
+
+
+def recorded_counters(folder, encoder, backbone=False):
+    """BN counters {key: value} a converter recorded in `folder`'s manifest (Paddle keeps none), or {} without one.
+    `backbone`: torchvision's keys, from conversion/backbone.py's manifest or the encoder of torch2paddle.py's."""
+    if not (folder / MANIFEST).is_file():
+        return {}
+    manifest = read_manifest(folder, (BACKBONE_FORMAT, FORMAT) if backbone else (FORMAT,))
+    if manifest.get("encoder") != encoder:
+        raise InputError(f"{folder / MANIFEST} says encoder {manifest.get('encoder')}, not {encoder}")
+    counters = manifest["conversion"]["bn_counters"]
+    if backbone and manifest["format"] == FORMAT:   # torch_ref's names, decoder included
+        counters = {to_backbone_key(k, encoder): v for k, v in counters.items() if k.startswith(ENCODER_PREFIX)}
+    return counters
+
+
+def restore_counters(state, counters, known, folder, encoder):
+    """Puts recorded_counters(folder, encoder) into `state` as int64 tensors; each must name one of `known`."""
+    unknown = sorted(set(counters) - set(known))
+    if unknown:
+        raise InputError(f"{folder / MANIFEST}: BN counter for a key {encoder} lacks: {unknown[0]}")
+    for key, value in counters.items():
+        state[key] = torch.tensor(value, dtype=torch.int64)

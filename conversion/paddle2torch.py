@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 import torch_ref
 from paddle_bts import read_weight_files
 from paddle_bts.optimizer_state import OPTIMIZER_FILE, read_optimizer_file
@@ -23,7 +21,7 @@ from bts_core.config import DEFAULTS
 from conversion import optimizer_state
 from conversion.convert import ConversionError, paddle_to_torch
 from conversion.diagnose import describe_paddle_source
-from conversion.manifest import MANIFEST, read_manifest
+from conversion.manifest import MANIFEST, recorded_counters, restore_counters
 
 
 def parse_args(argv):
@@ -51,16 +49,6 @@ def read_optimizer(args):
                                            epsilon=args.adam_eps, weight_decay=args.weight_decay)
 
 
-def recorded_counters(folder, encoder):
-    """BN counters torch2paddle.py recorded, or {} for a folder it did not write."""
-    if not (folder / MANIFEST).is_file():
-        return {}
-    manifest = read_manifest(folder)
-    if manifest.get("encoder") != encoder:
-        raise InputError(f"{folder / MANIFEST} says encoder {manifest.get('encoder')}, not {encoder}")
-    return manifest["conversion"]["bn_counters"]
-
-
 def convert_folder(args):
     if not args.weights.is_dir():
         raise InputError(f"{args.weights}: no such folder")
@@ -73,11 +61,7 @@ def convert_folder(args):
             it, total=items, desc="convert", unit="tensor"))
         if report.problems():
             raise ConversionError(f"{args.weights}: {describe_paddle_source(report, parts, args.encoder)}")
-        unknown = sorted(set(counters) - set(report.dropped))
-        if unknown:
-            raise InputError(f"{args.weights / MANIFEST}: BN counter for a key {args.encoder} lacks: {unknown[0]}")
-        for key, value in counters.items():
-            state[key] = torch.tensor(value, dtype=torch.int64)
+        restore_counters(state, counters, known=report.dropped, folder=args.weights, encoder=args.encoder)
         extra = {"optimizer": optimizer} if optimizer is not None else {}
         torch_ref.save_official_checkpoint(state, str(staging), global_step=global_step, **extra)
     restored = f"{len(counters)} BN counters restored from {MANIFEST}" if counters else \
