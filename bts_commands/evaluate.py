@@ -41,11 +41,13 @@ def add_evaluation_arguments(parser):
 
 
 def evaluation_samples(args):
-    """The listed test images, KB-cropped for KITTI unless --no-kb-crop (ground truth stays full size)."""
-    for flag, path in (("--data-path", args.data_path), ("--gt-path", args.gt_path)):
-        if not os.path.isdir(path):
+    """The listed test images, KB-cropped for KITTI unless --no-kb-crop (ground truth stays full size); as
+    evaluate and predict's test-list mode read them (predict has no --gt-path)."""
+    gt_path = getattr(args, "gt_path", None)
+    for flag, path in (("--data-path", args.data_path), ("--gt-path", gt_path)):
+        if path is not None and not os.path.isdir(path):
             raise DataError(f"{flag} {path}: no such folder")
-    return BtsSamples(DataConfig(dataset=args.dataset, data_path=args.data_path, gt_path=args.gt_path,
+    return BtsSamples(DataConfig(dataset=args.dataset, data_path=args.data_path, gt_path=gt_path,
                                  filenames_file=args.filenames_file, mode="test",
                                  do_kb_crop=args.dataset == "kitti" and args.kb_crop))
 

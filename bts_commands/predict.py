@@ -27,10 +27,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from bts_commands.arguments import parser_for, resolve_defaults
+from bts_commands.evaluate import evaluation_samples
 from bts_core.cli import positive, progress, run_command, staged_outputs
 from bts_core.depth_files import write_prediction
 from bts_core.spec import INPUT_MULTIPLE
-from bts_data import BtsSamples, DataConfig, DataError
+from bts_data import DataError
 from bts_data import transforms as T
 from bts_data.dataset import open_rgb
 
@@ -108,10 +109,7 @@ def official_name(image_path, dataset):
 def listed_samples(args):
     """The listed images as `evaluate` reads them (test mode, KB crop for KITTI unless --no-kb-crop), all
     checked present before any work."""
-    if not os.path.isdir(args.data_path):
-        raise DataError(f"--data-path {args.data_path}: no such folder")
-    samples = BtsSamples(DataConfig(dataset=args.dataset, data_path=args.data_path, filenames_file=args.filenames_file,
-                                    mode="test", do_kb_crop=args.dataset == "kitti" and args.kb_crop))
+    samples = evaluation_samples(args)
     missing = [samples.image_path(i) for i in range(len(samples)) if not os.path.isfile(samples.image_path(i))]
     if missing:
         raise DataError(f"{missing[0]}: no such image file ({len(missing)} of {len(samples)} listed images missing)")
