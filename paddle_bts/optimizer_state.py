@@ -69,12 +69,6 @@ def split_state(state, what):
     return by_param, scheduler
 
 
-def global_step(state):
-    """The training step a state was saved at: the LR scheduler's position (0 without one)."""
-    scheduler = state.get(SCHEDULER_KEY)
-    return int(scheduler["last_epoch"]) if scheduler else 0
-
-
 def check_matches(by_param, params, what):
     """Raises unless `by_param` holds exactly the accumulators of `params`, with their shapes."""
     expected = {p.name: list(p.shape) for p in params}
@@ -94,7 +88,7 @@ def check_matches(by_param, params, what):
 
 def load_optimizer_state(optimizer, params, state, what):
     """Sets `optimizer` (AdamW over `params`, never stepped) to a saved state; returns its global step."""
-    by_param, _ = split_state(state, what)
+    by_param, scheduler = split_state(state, what)
     check_matches(by_param, params, what)
     # Paddle makes accumulators lazily at the first step; make them now (its own routine) and fill them.
     optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
@@ -102,4 +96,4 @@ def load_optimizer_state(optimizer, params, state, what):
         for acc in ACCUMULATORS:
             target = optimizer._accumulators[acc][param.name]
             target.set_value(by_param[param.name][acc].astype(paddle.base.data_feeder.convert_dtype(target.dtype)))
-    return global_step(state)
+    return int(scheduler["last_epoch"]) if scheduler else 0   # saved at the LR scheduler's position
