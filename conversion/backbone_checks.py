@@ -9,17 +9,13 @@ verify.py's criterion (torch's own fp32 noise, measured in the run). Basis for f
 x conversion.seeded's backbones with calibrated and with random BN statistics); worst difference / tolerance
 0.33 (mobilenetv2), so the factor 4 leaves a margin of 3.
 """
-import time
-from dataclasses import asdict
-
 import paddle
 import torch
 
 import paddle_bts
 import torch_ref
-from bts_core.cli import progress
 from conversion.model_card import files_table, markdown, parity_section
-from conversion.verify import CRITERION, check_outputs, reference_runs, verification_inputs
+from conversion.verify import check_outputs, reference_runs, verification_entry, verification_inputs
 from paddle_bts.backbone import load_encoder_weights
 from torch_ref.backbone import load_backbone
 from torch_ref.encoders import ENCODER_SPECS
@@ -61,12 +57,8 @@ def verify_backbone(source, folder, encoder):
 
 def run_backbone_verification(source, folder, encoder):
     """The manifest's "verification" entry."""
-    start = time.perf_counter()
-    with progress(total=1, desc="verify features (torch fp32/fp64, paddle)", bar_format="{desc} {elapsed}"):
-        checks = verify_backbone(source, folder, encoder)
-    return {"criterion": CRITERION, "inputs": {i.name: i.description for i in verification_inputs()},
-            "seconds": round(time.perf_counter() - start, 2), "passed": all(c.passed for c in checks),
-            "checks": [asdict(c) for c in checks]}
+    return verification_entry("verify features (torch fp32/fp64, paddle)",
+                              lambda: verify_backbone(source, folder, encoder))
 
 
 def backbone_card(manifest, files):

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from conversion.model_card import max_depth_text, model_card, print_verification
 from conversion.paddle_files import write_parts
 from conversion.safetensors_weights import SAFETENSORS_FILE, write_safetensors
 from conversion.seeded import save_seeded_checkpoint
-from conversion.verify import CRITERION, verification_inputs, verify
+from conversion.verify import CRITERION, verification_entry, verify
 
 # After `conversion`, whose __init__ hides paddle's import-time ccache warning (bts_core.cli.quiet_paddle_import).
 import paddle  # noqa: E402 (after quiet_paddle_import)
@@ -105,12 +104,8 @@ def export_from_files(folder, args, size):
 
 
 def run_verification(state, folder, args):
-    start = time.perf_counter()
-    with progress(total=1, desc="verify (torch fp32/fp64, paddle)", bar_format="{desc} {elapsed}"):
-        checks = verify(state, folder, args.encoder, args.max_depth, args.dataset)
-    return {"criterion": CRITERION, "inputs": {i.name: i.description for i in verification_inputs()},
-            "seconds": round(time.perf_counter() - start, 2), "passed": all(c.passed for c in checks),
-            "checks": [asdict(c) for c in checks]}
+    return verification_entry("verify (torch fp32/fp64, paddle)",
+                              lambda: verify(state, folder, args.encoder, args.max_depth, args.dataset))
 
 
 def read_and_convert(args):

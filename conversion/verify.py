@@ -3,7 +3,8 @@
 torch_ref is built from the source state dict, paddle_bts from the files on disk (through
 paddle_bts.load_weights: what was written is what is tested), both in eval mode on CPU in float32.
 """
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import paddle
@@ -12,6 +13,7 @@ from skimage import data, transform
 
 import paddle_bts
 import torch_ref
+from bts_core.cli import progress
 from bts_core.spec import IMAGENET_MEAN, IMAGENET_STD, KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion.rules import normalise_torch_key
 
@@ -169,6 +171,16 @@ def verify(state, folder, encoder, max_depth, dataset):
     reference = torch_outputs(state, encoder, max_depth, dataset, inputs)
     converted = paddle_outputs(folder, encoder, max_depth, dataset, inputs)
     return check_outputs(inputs, OUTPUT_NAMES, converted, reference)
+
+
+def verification_entry(desc, run_checks):
+    """The manifest's "verification" entry: `run_checks()` -> [OutputCheck], timed under a one-step progress line."""
+    start = time.perf_counter()
+    with progress(total=1, desc=desc, bar_format="{desc} {elapsed}"):
+        checks = run_checks()
+    return {"criterion": CRITERION, "inputs": {i.name: i.description for i in verification_inputs()},
+            "seconds": round(time.perf_counter() - start, 2), "passed": all(c.passed for c in checks),
+            "checks": [asdict(c) for c in checks]}
 
 
 def check_outputs(inputs, names, converted, reference):
