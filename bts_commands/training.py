@@ -89,6 +89,10 @@ class Start:
     epoch: int = 0
     skip_batches: int = 0
 
+    def batches_done(self, epoch):
+        """How many of `epoch`'s first batches the run did before it stopped (its loader leaves them out)."""
+        return self.skip_batches if epoch == self.epoch else 0
+
 
 def resume_at(config, saved_step, optimizer_restored, source, per_epoch, total):
     """The Start of a run from a saved state (official semantics: global step and LR position restored;

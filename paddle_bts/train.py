@@ -201,8 +201,8 @@ def fit(config):
                       LOSS_LOG, "paddle_bts train", lead=rank == 0, start=start)
 
     def batches(epoch):
-        skip = start.skip_batches if epoch == start.epoch else 0
-        return (shard(batch, rank, size) for batch in make_loader(samples, epoch=epoch, skip_batches=skip, **loader_args))
+        return (shard(batch, rank, size)
+                for batch in make_loader(samples, epoch=epoch, skip_batches=start.batches_done(epoch), **loader_args))
 
     try:
         steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],

@@ -171,8 +171,7 @@ def fit(config):
                       LOSS_LOG, "torch_ref train", start=start)
 
     def batches(epoch):
-        return make_loader(samples, epoch=epoch, skip_batches=start.skip_batches if epoch == start.epoch else 0,
-                           **loader_args)
+        return make_loader(samples, epoch=epoch, skip_batches=start.batches_done(epoch), **loader_args)
 
     try:
         steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
