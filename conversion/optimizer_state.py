@@ -16,6 +16,7 @@ import torch
 import paddle_bts
 import torch_ref
 import torch_ref.train as torch_train
+from bts_core.config import DEFAULTS
 from bts_core.spec import check_encoder
 from conversion.convert import ConversionError, paddle_layout
 from conversion.rules import map_torch_key
@@ -105,7 +106,8 @@ def _step_of(entry, saved_step, name, what):
     return saved_step
 
 
-def paddle_to_torch(state, encoder, what, learning_rate=1e-4, epsilon=1e-3, weight_decay=1e-2):
+def paddle_to_torch(state, encoder, what, learning_rate=DEFAULTS["learning_rate"], epsilon=DEFAULTS["adam_eps"],
+                    weight_decay=DEFAULTS["weight_decay"]):
     """(official torch AdamW state dict, global step, summary) from a paddle_bts.train state dict (adam.pdopt).
 
     Paddle keeps no hyper-parameters in its state: eps and weight decay are those paddle_bts.train was
