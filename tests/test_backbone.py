@@ -123,7 +123,7 @@ def test_a_wrong_tensor_fails_verification_exit_1_and_leaves_nothing(converted, 
     monkeypatch.setattr(backbone, "backbone_to_paddle",
                         one_tensor_off(backbone.backbone_to_paddle, "base_model.6.conv.1.0.weight"))
     output = tmp_path / "converted"
-    assert backbone.main(["--to-paddle", str(source), "--encoder", ENCODER, "--output", str(output)]) == 1
+    assert to_paddle(source, ENCODER, output)[0] == 1
     one_error_line(capsys, "differ beyond tolerance", "on the")
     assert leftovers(output) == []
 
@@ -158,7 +158,7 @@ BAD_TO_PADDLE = {   # case -> (make the input, encoder asked for, fragments of t
 def test_bad_to_paddle_input_is_one_line_exit_2(case, tmp_path, capsys):
     make, encoder, fragments = BAD_TO_PADDLE[case]
     output = tmp_path / "out" / "converted"
-    assert backbone.main(["--to-paddle", str(make(tmp_path)), "--encoder", encoder, "--output", str(output)]) == 2
+    assert to_paddle(make(tmp_path), encoder, output)[0] == 2
     one_error_line(capsys, *fragments)
     assert leftovers(output) == [] and not output.parent.exists()
 
@@ -166,16 +166,15 @@ def test_bad_to_paddle_input_is_one_line_exit_2(case, tmp_path, capsys):
 def test_bad_to_torch_input_is_one_line_exit_2(converted, tmp_path, capsys):
     source, output, _ = converted
     target = tmp_path / "back.pth"
-    argv = lambda path, encoder=ENCODER: ["--to-torch", str(path), "--encoder", encoder, "--output", str(target)]  # noqa: E731
-    assert backbone.main(argv(source)) == 2
+    assert to_torch(source, ENCODER, target)[0] == 2
     one_error_line(capsys, "is a torch file", "conversion/backbone.py --to-paddle")
-    assert backbone.main(argv(output, "densenet121_bts")) == 2
+    assert to_torch(output, "densenet121_bts", target)[0] == 2
     one_error_line(capsys, "says encoder mobilenetv2_bts, not densenet121_bts")
     whole = whole_paddle_folder(tmp_path)
-    assert backbone.main(argv(whole)) == 2
+    assert to_torch(whole, ENCODER, target)[0] == 2
     one_error_line(capsys, "holds a whole BTS model", "conversion/paddle2torch.py", f"{whole}/encoder.pdparams")
     target.write_text("keep")
-    assert backbone.main(argv(output)) == 2
+    assert to_torch(output, ENCODER, target)[0] == 2
     one_error_line(capsys, "exists; pass --force")
     assert target.read_text() == "keep" and leftovers(target) == ["back.pth"]
 
@@ -184,7 +183,7 @@ def test_existing_output_is_kept_without_force(converted, tmp_path, capsys):
     source, _, _ = converted
     output = tmp_path / "paddle"
     output.mkdir()
-    assert backbone.main(["--to-paddle", str(source), "--encoder", ENCODER, "--output", str(output)]) == 2
+    assert to_paddle(source, ENCODER, output)[0] == 2
     one_error_line(capsys, "exists; pass --force")
     assert list(output.iterdir()) == []
 
