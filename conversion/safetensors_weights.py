@@ -8,7 +8,6 @@ own rules (conversion.convert.torch_to_paddle): there is no second mapping table
 """
 import os
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -16,6 +15,7 @@ from bts_core.cli import InputError, staged_outputs
 from conversion.convert import torch_layout, torch_to_paddle
 from conversion.rules import normalise_torch_key
 from paddle_bts.checkpoint import PART_FILES, set_strict
+from torch_ref.backbone import fit_problems
 
 SAFETENSORS_FILE = "model.safetensors"
 FORMAT = "bts-torch-state/1"
@@ -60,16 +60,7 @@ def _check_layout(state, encoder, path):
     """Every torch_ref key with its shape, nothing else, floats finite and in float32 (a strict torch load
     would cast float16 silently), as the converter demands: a file fails alike for both frameworks."""
     layout = {key: shape for key, (shape, _) in torch_layout(encoder).items()}
-    problems = {
-        "missing key(s)": [k for k in layout if k not in state],
-        "unexpected key(s)": [k for k in state if k not in layout],
-        "shape mismatch(es)": [f"{k} {list(state[k].shape)} != {list(layout[k])}" for k in layout
-                               if k in state and tuple(state[k].shape) != layout[k]],
-        "tensor(s) not float32": [f"{k} {v.dtype}" for k, v in state.items()
-                                  if v.is_floating_point() and v.dtype != torch.float32],
-        "tensor(s) with NaN/Inf": [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()],
-    }
-    found = [f"{len(items)} {label}, e.g. {items[0]}" for label, items in problems.items() if items]
+    found = fit_problems(state, layout, float32=True)
     if found:
         raise SafetensorsError(f"{path}: does not fit {encoder}: " + "; ".join(found))
 

@@ -59,17 +59,25 @@ def fill_missing_counters(state, expected):
     return filled
 
 
-def check_fits(state, expected, encoder, path):
-    """A BackboneError naming, by torchvision's names, what keeps `state` from filling `expected` exactly."""
-    name = lambda key: to_backbone_key(key, encoder) if key.startswith(ENCODER) else key   # noqa: E731
+def fit_problems(state, shapes, name=lambda key: key, float32=False):
+    """["N missing key(s), e.g. KEY", ...]: what keeps `state` from filling `shapes` {key: shape} exactly, keys
+    shown as `name(key)`; empty when it fits. `float32`: floating tensors must be float32 as well."""
     problems = {
-        "missing key(s)": [name(k) for k in expected if k not in state],
-        "unexpected key(s)": [name(k) for k in state if k not in expected],
-        "shape mismatch(es)": [f"{name(k)} {list(state[k].shape)} != {list(expected[k].shape)}" for k in expected
-                               if k in state and state[k].shape != expected[k].shape],
+        "missing key(s)": [name(k) for k in shapes if k not in state],
+        "unexpected key(s)": [name(k) for k in state if k not in shapes],
+        "shape mismatch(es)": [f"{name(k)} {list(state[k].shape)} != {list(shapes[k])}" for k in shapes
+                               if k in state and tuple(state[k].shape) != shapes[k]],
+        "tensor(s) not float32": [f"{name(k)} {v.dtype}" for k, v in state.items()
+                                  if float32 and v.is_floating_point() and v.dtype != torch.float32],
         "tensor(s) with NaN/Inf": [name(k) for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()],
     }
-    found = [f"{len(items)} {label}, e.g. {items[0]}" for label, items in problems.items() if items]
+    return [f"{len(items)} {label}, e.g. {items[0]}" for label, items in problems.items() if items]
+
+
+def check_fits(state, expected, encoder, path):
+    """A BackboneError naming, by torchvision's names, what keeps `state` from filling `expected` exactly."""
+    found = fit_problems(state, {k: v.shape for k, v in expected.items()},
+                         lambda key: to_backbone_key(key, encoder) if key.startswith(ENCODER) else key)
     if found:
         raise BackboneError(f"{path}: does not fit {encoder} (torchvision {backbone_of(encoder).torchvision}): "
                             + "; ".join(found))
