@@ -11,7 +11,6 @@ float64 in both frameworks, as the `train` stage and for its reason (fp32 AdamW 
 update sign flips), with its bounds; the state resumed from is a copy, so it must be exact.
 """
 import numpy as np
-import paddle_bts
 import paddle_bts.train as ptrain
 import torch_ref
 import torch_ref.train as ttrain
@@ -21,9 +20,7 @@ from alignment.tolerances import TOLERANCES
 from alignment.training_runs import (EPS, LR0, RESUME_AT, TRAIN_BATCH, TRAIN_SIZE, TRAIN_STEPS, WD, curve, run_steps,
                                      states, torch_float64_run)
 from conversion import optimizer_state
-from conversion.convert import torch_to_paddle
 from conversion.optimizer_state import BETAS
-from paddle_bts.checkpoint import set_strict
 from paddle_bts.optimizer_state import load_optimizer_state
 from torch_ref.optimizer_state import load_optimizer_state as load_torch_optimizer_state
 
@@ -59,17 +56,16 @@ def _paddle_moments(model, optimizer, names, encoder):
     return out
 
 
-def _resumed_from(prefix, weights, moments):
+def _resumed_from(weights, moments):
     """The state a side resumes from, as one vector per kind (a copy must be exact everywhere)."""
-    out = {f"{prefix}weights and BN statistics": np.concatenate([np.ravel(v) for v in weights.values()])}
+    out = {"resumed from: weights and BN statistics": np.concatenate([np.ravel(v) for v in weights.values()])}
     for kind in ("exp_avg", "exp_avg_sq", "beta1 power", "beta2 power"):
-        out[f"{prefix}AdamW {kind}"] = np.concatenate([np.ravel(m[kind]) for m in moments.values()])
+        out[f"resumed from: AdamW {kind}"] = np.concatenate([np.ravel(m[kind]) for m in moments.values()])
     return out
 
 
-def _torch_resumed(encoder, path):
-    """torch_ref set to its checkpoint, as torch_ref.train resumes: (model, optimizer, scheduler)."""
-    checkpoint = torch_ref.read_checkpoint(str(path))
+def _torch_resumed(encoder, checkpoint, path):
+    """torch_ref set to the checkpoint read from `path`, as torch_ref.train resumes: (model, optimizer, scheduler)."""
     model = torch_ref.build_model(encoder).double()
     model.load_state_dict(checkpoint.model, strict=True)
     optimizer = ttrain.build_optimizer(model, LR0, EPS, WD)
@@ -78,29 +74,24 @@ def _torch_resumed(encoder, path):
     return model, optimizer, scheduler
 
 
-def _paddle_resumed(encoder, path, model):
-    """`model` (a paddle twin) set to the converted checkpoint, as paddle_bts.train resumes a converted
-    folder: (optimizer, scheduler)."""
-    checkpoint = torch_ref.read_checkpoint(str(path))
-    parts, report = torch_to_paddle(checkpoint.model, encoder, float_dtype=np.float64)
-    report.raise_if_bad()
-    model.to(dtype="float64")
-    for part in ("encoder", "decoder"):
-        set_strict(getattr(model, part), parts[part], f"{path} ({part})")
+def _paddle_resumed(encoder, checkpoint, path):
+    """paddle_bts set to the same checkpoint converted (as it is: float64), as paddle_bts.train resumes a
+    converted folder: (model, optimizer, scheduler)."""
+    model = twins.paddle_twin_of_state(checkpoint.model, encoder, float_dtype=np.float64)
     optimizer = ptrain.build_optimizer(model, LR0, EPS, WD)
     state, _ = optimizer_state.torch_to_paddle(checkpoint, encoder, path)
     step = load_optimizer_state(optimizer, ptrain.optimised_parameters(optimizer), state, path)
     scheduler = ptrain.build_scheduler(optimizer, TRAIN_STEPS, global_step=step)
-    return optimizer, scheduler
+    return model, optimizer, scheduler
 
 
 def run_resume(encoder=ENCODER):
     from paddle_bts.data import make_loader as paddle_loader
     from torch_ref.data import make_loader as torch_loader
     path = torch_float64_run(encoder).checkpoint
-    tm, t_opt, t_sched = _torch_resumed(encoder, path)
-    pm = paddle_bts.build_model(encoder)   # weights and state come from the checkpoint
-    p_opt, p_sched = _paddle_resumed(encoder, path, pm)
+    checkpoint = torch_ref.read_checkpoint(str(path))   # read once: both sides resume from it
+    tm, t_opt, t_sched = _torch_resumed(encoder, checkpoint, path)
+    pm, p_opt, p_sched = _paddle_resumed(encoder, checkpoint, path)
     t_start = _torch_moments(tm, t_opt)
     p_start = _paddle_moments(pm, p_opt, list(t_start), encoder)
     t_weights, p_weights = states(tm, pm, encoder)
@@ -109,8 +100,8 @@ def run_resume(encoder=ENCODER):
     p_records, p_seen = run_steps(ptrain, pm, p_opt, p_sched, paddle_loader, lambda t: t.astype("float64"),
                                    RESUME_AT, RESUME_AT + RESUMED_STEPS)
 
-    torch_out = _resumed_from("resumed from: ", t_weights, t_start)
-    paddle_out = _resumed_from("resumed from: ", p_weights, p_start)
+    torch_out, paddle_out = _resumed_from(t_weights, t_start), _resumed_from(p_weights, p_start)
+    resumed_from = list(torch_out)
     for out, records, seen in ((torch_out, t_records, t_seen), (paddle_out, p_records, p_seen)):
         for key in ("image", "depth", "focal"):
             out[f"data/{key}"] = np.stack([s[key] for s in seen]).astype(np.float32)
@@ -119,27 +110,24 @@ def run_resume(encoder=ENCODER):
     final_t, final_p = states(tm, pm, encoder, prefix="final/")
     torch_out.update(final_t)
     paddle_out.update(final_p)
-    for side, moments in (("torch", _torch_moments(tm, t_opt)), ("paddle", _paddle_moments(pm, p_opt, list(t_start), encoder))):
-        out = torch_out if side == "torch" else paddle_out
+    for out, moments in ((torch_out, _torch_moments(tm, t_opt)), (paddle_out, _paddle_moments(pm, p_opt, list(t_start), encoder))):
         for name, values in moments.items():
             for kind in ("exp_avg", "exp_avg_sq"):
                 out[f"final AdamW {kind}/{name}"] = values[kind]
 
-    exact = TOLERANCES["resume_state"]
-    tolerances = {n: exact for n in torch_out if n.startswith("resumed from")}
+    tolerances = dict.fromkeys(resumed_from, TOLERANCES["resume_state"])
     tolerances.update({f"data/{k}": TOLERANCES["train_data"] for k in ("image", "depth", "focal")})
     tolerances["lr per resumed step"] = TOLERANCES["lr"]
     tolerances["loss per resumed step"] = TOLERANCES["train_fp64_loss"]
     tolerances.update({n: TOLERANCES["train_fp64_bn"] for n in torch_out if "running_" in n})
     tolerances.update({n: TOLERANCES["resume_exp_avg"] for n in torch_out if n.startswith("final AdamW exp_avg/")})
     tolerances.update({n: TOLERANCES["resume_exp_avg_sq"] for n in torch_out if n.startswith("final AdamW exp_avg_sq/")})
-    order = [n for n in torch_out if n.startswith("resumed from")] + [f"data/{k}" for k in ("image", "depth", "focal")] + \
+    order = resumed_from + [f"data/{k}" for k in ("image", "depth", "focal")] + \
         ["lr per resumed step", "loss per resumed step"] + [n for n in torch_out if n.startswith("final")]
-    steps = RESUMED_STEPS
-    return run_case("resume", f"resume-{encoder}-float64-{RESUME_AT}+{steps}steps", torch_out, paddle_out,
+    return run_case("resume", f"resume-{encoder}-float64-{RESUME_AT}+{RESUMED_STEPS}steps", torch_out, paddle_out,
                     TOLERANCES["train_fp64"], tolerances=tolerances, order=order,
                     meta={**environment(*twins.devices()), "dtype": "float64", "saved at step": RESUME_AT,
-                          "resumed steps": steps, "batch": f"{TRAIN_BATCH}x3x{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}",
+                          "resumed steps": RESUMED_STEPS, "batch": f"{TRAIN_BATCH}x3x{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}",
                           "parameters with AdamW state": len(t_start)})
 
 

@@ -77,10 +77,18 @@ def build_twins(encoder, dataset="kitti", seed=0, torch_running_var=True):
 
 def paddle_twin_of(torch_model, encoder, dataset="kitti", torch_running_var=True):
     """A paddle_bts model holding `torch_model`'s weights as the converter gives them (eval mode)."""
-    parts, report = torch_to_paddle(torch_model.state_dict(), encoder)
+    return paddle_twin_of_state(torch_model.state_dict(), encoder, dataset, torch_running_var)
+
+
+def paddle_twin_of_state(torch_state, encoder, dataset="kitti", torch_running_var=True, float_dtype=np.float32):
+    """A paddle_bts model (eval mode) holding a torch_ref state dict as the converter gives it, its floats in
+    `float_dtype` (np.float64: the resume stage converts its float64 checkpoint as it is)."""
+    parts, report = torch_to_paddle(torch_state, encoder, float_dtype=float_dtype)
     report.raise_if_bad()
     paddle_model = paddle_bts.build_model(encoder, max_depth=DEFAULT_MAX_DEPTH[dataset], dataset=dataset,
                                           torch_running_var=torch_running_var)
+    if float_dtype != np.float32:   # cast before the weights go in: float64 ones must not round through float32
+        paddle_model.to(dtype=np.dtype(float_dtype).name)
     set_strict(paddle_model.encoder, parts["encoder"], f"{encoder} encoder")
     set_strict(paddle_model.decoder, parts["decoder"], f"{encoder} decoder")
     return paddle_model.eval()
