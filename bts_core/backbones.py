@@ -74,11 +74,13 @@ def to_backbone_key(key, encoder):
     return _kept_prefix(backbone_of(encoder)) + key[len(ENCODER_PREFIX):]
 
 
-def sort_keys(keys, encoder):
-    """Sorts a torchvision file's keys for `encoder`: ({key: torch_ref key} kept, [head keys] dropped, [keys of
-    neither]), each key normalised (legacy DenseNet names as torchvision names them today)."""
-    kept, head, outside = {}, [], []
-    for key in map(normalise_torch_key, keys):
+def rename_backbone(state, encoder):
+    """A torchvision file's {key: value} for `encoder`: ({torch_ref key: value} kept, {torch_ref key: torchvision
+    key} of those, [head keys] dropped, [keys of neither]); torchvision keys normalised (legacy DenseNet names
+    as torchvision names them today)."""
+    renamed, torchvision_name, head, outside = {}, {}, [], []
+    for key, value in state.items():
+        key = normalise_torch_key(key)
         try:
             target = to_encoder_key(key, encoder)
         except KeyError:
@@ -87,5 +89,5 @@ def sort_keys(keys, encoder):
         if target is None:
             head.append(key)
         else:
-            kept[key] = target
-    return kept, head, outside
+            renamed[target], torchvision_name[target] = value, key
+    return renamed, torchvision_name, head, outside

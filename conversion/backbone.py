@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bts_core.backbones import HEAD_WHY, backbone_of, normalise_torch_key, sort_keys, to_backbone_key
+from bts_core.backbones import HEAD_WHY, backbone_of, normalise_torch_key, rename_backbone, to_backbone_key
 from bts_core.cli import InputError, progress, run_command, staged_outputs
 from bts_core.spec import DECODER_FILE, ENCODER_FILE, ENCODERS, check_encoder
 from conversion.backbone_checks import backbone_card, run_backbone_verification
@@ -79,10 +79,7 @@ def _named(report, name):
 
 def backbone_to_paddle(state, encoder, progress=iter):
     """torchvision state dict -> ({paddle_bts encoder key: array}, report naming torchvision's keys)."""
-    named = {normalise_torch_key(k): v for k, v in state.items()}
-    kept, head, outside = sort_keys(named, encoder)
-    renamed = {target: named[key] for key, target in kept.items()}
-    torchvision_name = {target: key for key, target in kept.items()}
+    renamed, torchvision_name, head, outside = rename_backbone(state, encoder)
     parts, report = torch_to_paddle(renamed, encoder, progress, parts=("encoder",))
     report = _named(report, lambda key: torchvision_name.get(key, key))
     report.unmatched[:0] = outside

@@ -4,7 +4,7 @@ DenseNet's legacy `norm.1` names included), renamed by bts_core.backbones' table
 """
 import torch
 
-from bts_core.backbones import HEAD_WHY, backbone_of, normalise_torch_key, sort_keys, to_backbone_key
+from bts_core.backbones import HEAD_WHY, backbone_of, rename_backbone, to_backbone_key
 from torch_ref.checkpoint import PREFIX, CheckpointError, load_torch_file
 
 ENCODER = "encoder."
@@ -40,9 +40,8 @@ def read_backbone(path, encoder):
     checkpoint of `encoder`'s network (read_backbone_file); a BackboneError for another network's keys."""
     obj = read_backbone_file(path)
     backbone = backbone_of(encoder)
-    named = {normalise_torch_key(k): v for k, v in obj.items()}
-    kept, head, outside = sort_keys(named, encoder)
-    state, dropped = {target: named[key] for key, target in kept.items()}, dict.fromkeys(head, HEAD_WHY)
+    state, _, head, outside = rename_backbone(obj, encoder)
+    dropped = dict.fromkeys(head, HEAD_WHY)
     if outside:
         raise BackboneError(f"{path}: not a torchvision {backbone.torchvision} checkpoint ({len(outside)} key(s) "
                             f"outside its `{backbone.module}` and `{backbone.head}`, e.g. {outside[0]}); "
