@@ -56,6 +56,42 @@ def repeat_pixels(x, r):
     return paddle._C_ops.conv2d_transpose(x, ones, [r, r], [0, 0], [], [], "EXPLICIT", channels, [1, 1], "NCHW")
 
 
+# PHASE_TAPS[a][k]: the rows (columns) of a 3 x 3 kernel that read source row (column) k of a 2 x 2 window,
+# for output rows (columns) of parity a after nearest x2 upsampling.
+PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
+
+
+def phase_kernels(weight):
+    """[cout, cin, 3, 3] -> [4 cout, cin, 2, 2]: at 4c + 2a + b, output channel c's 2 x 2 kernel for the output
+    pixels of row parity a and column parity b (the taps of `weight` that land on one source pixel, summed)."""
+    fold = paddle.to_tensor([[[1.0 if r in PHASE_TAPS[a][k] else 0.0 for r in range(3)] for k in range(2)]
+                             for a in range(2)], dtype=weight.dtype).reshape([4, 3])   # [(a, k), r]
+    folded = paddle.matmul(paddle.matmul(fold, weight), fold, transpose_y=True)     # [cout, cin, (a, k), (b, l)]
+    cout, cin = weight.shape[0], weight.shape[1]
+    folded = folded.reshape([cout, cin, 2, 2, 2, 2]).transpose([0, 2, 4, 1, 3, 5])  # [cout, a, b, cin, k, l]
+    return folded.reshape([cout * 4, cin, 2, 2])
+
+
+def upsample2_conv3x3(x, weight):
+    """conv3x3(nearest x2 upsampling of x) with padding 1 and no bias, the official upconv, for a static graph.
+
+    It works at x's resolution: each output pixel of parities (a, b) reads a 2 x 2 source window, so one
+    2 x 2 convolution with the four phases' kernels (`phase_kernels`, padding 1) gives every phase with 4/9 of
+    the direct form's multiply-adds, and the upsampled input is never written. A transposed convolution with
+    a 0/1 kernel (stride 2, groups = cout) interleaves the phases, each output pixel one product y * 1.0, and
+    a one-pixel crop drops the windows past the source. Summing taps before multiplying rounds differently
+    from the direct form, within fp32 noise (tests/test_export_bench.py; the `deploy` stage).
+    """
+    cout = weight.shape[0]
+    phases = F.conv2d(x, phase_kernels(weight), padding=1)            # [N, 4 cout, H + 1, W + 1]
+    # input channel 4c + 2a + b of group c -> offset (1 - a, 1 - b) of its 2 x 2 output block
+    pick = paddle.to_tensor([[[[1.0 if (i, j) == (1 - p // 2, 1 - p % 2) else 0.0 for j in range(2)]
+                               for i in range(2)]] for p in range(4)], dtype=x.dtype)
+    pick = paddle.tile(pick, [cout, 1, 1, 1])
+    # padding 1: the transposed convolution itself drops the one-pixel border of windows past the source
+    return paddle._C_ops.conv2d_transpose(phases, pick, [2, 2], [1, 1], [], [], "EXPLICIT", cout, [1, 1], "NCHW")
+
+
 def conv_elu(cin, cout):
     return nn.Sequential(nn.Conv2D(cin, cout, 3, 1, 1, bias_attr=False), nn.ELU())
 
@@ -85,6 +121,8 @@ class upconv(nn.Layer):  # noqa: N801
         self.ratio = ratio
 
     def forward(self, x):
+        if self.ratio == 2 and not paddle.in_dynamic_mode():   # an export: the same function, 4/9 of the work
+            return self.elu(upsample2_conv3x3(x, self.conv.weight))
         return self.elu(self.conv(resize_nearest(x, self.ratio)))
 
 
