@@ -73,6 +73,9 @@ def floor_lines(floor):
              f"reported clock beats the ISA figure); bf16 hardware: {', '.join(peak['bf16 hardware']) or 'none'}",
              "", "| task | GFLOP (torch flop counter) | fp32 floor (s) |", "|---|---|---|"]
     lines += [f"| {task} | {f['GFLOP']:.1f} | {f['floor_s']:.3f} |" for task, f in floor["tasks"].items()]
+    lines += ["", "The FLOPs are the official network's. A Paddle Inference export does fewer: it computes each "
+                  "upconv (nearest x2, then 3x3) as a 2x2 convolution per output phase, 4/9 of that layer's "
+                  "multiply-adds (paddle_bts.bts.upsample2_conv3x3)."]
     return lines
 
 
