@@ -199,15 +199,24 @@ def run_worker(backend, args, sizes, train):
     return [{**r, "key": backend.key, "device": backend.device} for r in rows]
 
 
-def run_floor(args, sizes, train):
-    """bench.floor in a process of its own: the tasks' FLOPs and this CPU's fp32 peak; None if it failed."""
+def floor_tasks(sizes, train):
     tasks = [("forward", 1, h, w) for h, w in sizes]
     if train:
         tasks.append(("train step", train["batch"], *train["size"]))
-    if not tasks:
-        return None
-    floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": tasks,
-                                             "threads": args.threads})
+    return tasks
+
+
+def run_gemm(args):
+    """This CPU's measured fp32 GEMM rate before the backends run (bench.floor, a process of its own); None if
+    it failed: the floor then rests on the measurement after them."""
+    rate, error = run_child("bench.floor", {"threads": args.threads, "gemm_only": True})
+    return None if error else rate["measured GEMM GFLOP/s"]
+
+
+def run_floor(args, sizes, train, gemm_before=None):
+    """bench.floor in a process of its own: the tasks' FLOPs and this CPU's fp32 peak; None if it failed."""
+    floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": floor_tasks(sizes, train),
+                                             "threads": args.threads, "earlier GEMM GFLOP/s": gemm_before})
     if error:
         print(f"bench: no compute floor ({error})", file=sys.stderr)
     return floor
@@ -232,10 +241,11 @@ def bench(args):
     started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     print(f"bench: {len(backends)} backends, {args.encoder}, sizes {sizes}, train {train}; load {started['load'][0]:.2f}",
           flush=True)
+    gemm_before = run_gemm(args) if floor_tasks(sizes, train) else None
     rows = []
     for backend in backends:
         rows += run_worker(backend, args, sizes, train)
-    floor = run_floor(args, sizes, train)
+    floor = run_floor(args, sizes, train, gemm_before) if floor_tasks(sizes, train) else None
     from bench.report import write_reports
     meta = {"encoder": args.encoder, "started": started["time"], "load_start": started["load"],
             "load_end": os.getloadavg(), "warmup": args.warmup, "repeats": args.repeats,

@@ -4,6 +4,7 @@ the static-graph nearest resize, paddle_bts.runtime and `python -m bench` end to
 mobilenetv2_bts at 64x128 throughout: the smallest encoder at the smallest size BTS accepts.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,6 +236,10 @@ def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
     ratio = table["median_s"] / table["x floor"]   # the floor each row was divided by
     spread = ratio.groupby(table["task"]).agg(lambda v: v.max() / v.min() - 1)
     assert (spread < 1e-9).all()   # one floor per task, whichever backend
+    # the peak: the faster of two GEMM measurements, before and after the backends
+    measured = re.search(r"best of 3, ([\d.]+) before the backends and ([\d.]+) after the backends: the faster "
+                         r"= \*\*([\d.]+) GFLOP/s", report)
+    assert measured and float(measured[3]) == max(float(measured[1]), float(measured[2]))
 
 
 def test_isa_peak_counts_cores_fma_units_lanes_and_clock():
