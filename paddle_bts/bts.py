@@ -79,7 +79,7 @@ def upsample2_conv3x3(x, weight):
     2 x 2 convolution with the four phases' kernels (`phase_kernels`, padding 1) gives every phase with 4/9 of
     the direct form's multiply-adds, and the upsampled input is never written. A transposed convolution with
     a 0/1 kernel (stride 2, groups = cout) interleaves the phases, each output pixel one product y * 1.0, and
-    a one-pixel crop drops the windows past the source. Summing taps before multiplying rounds differently
+    its padding of one drops the windows past the source. Summing taps before multiplying rounds differently
     from the direct form, within fp32 noise (tests/test_export_bench.py; the `deploy` stage).
     """
     cout = weight.shape[0]
@@ -89,6 +89,10 @@ def upsample2_conv3x3(x, weight):
                                for i in range(2)]] for p in range(4)], dtype=x.dtype)
     pick = paddle.tile(pick, [cout, 1, 1, 1])
     # padding 1: the transposed convolution itself drops the one-pixel border of windows past the source
+    # Keep the upconv's ELU after this, between it and the decoder's batch norm: Paddle 3.3.1's
+    # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong axis
+    # ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved before the
+    # interleave (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
     return paddle._C_ops.conv2d_transpose(phases, pick, [2, 2], [1, 1], [], [], "EXPLICIT", cout, [1, 1], "NCHW")
 
 
