@@ -207,16 +207,16 @@ def floor_tasks(sizes, train):
 
 
 def run_gemm(args):
-    """This CPU's measured fp32 GEMM rate before the backends run (bench.floor, a process of its own); None if
-    it failed: the floor then rests on the measurement after them."""
-    rate, error = run_child("bench.floor", {"threads": args.threads, "gemm_only": True})
+    """This CPU's measured fp32 GEMM rate before the backends run (bench.floor with no tasks, a process of its
+    own); None if it failed: the floor then rests on the measurement after them."""
+    rate, error = run_child("bench.floor", {"threads": args.threads})
     return None if error else rate["measured GEMM GFLOP/s"]
 
 
-def run_floor(args, sizes, train, gemm_before=None):
+def run_floor(args, tasks, gemm_before):
     """bench.floor in a process of its own: the tasks' FLOPs and this CPU's fp32 peak; None if it failed."""
-    floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": floor_tasks(sizes, train),
-                                             "threads": args.threads, "earlier GEMM GFLOP/s": gemm_before})
+    floor, error = run_child("bench.floor", {"encoder": args.encoder, "tasks": tasks, "threads": args.threads,
+                                             "earlier GEMM GFLOP/s": gemm_before})
     if error:
         print(f"bench: no compute floor ({error})", file=sys.stderr)
     return floor
@@ -241,11 +241,12 @@ def bench(args):
     started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     print(f"bench: {len(backends)} backends, {args.encoder}, sizes {sizes}, train {train}; load {started['load'][0]:.2f}",
           flush=True)
-    gemm_before = run_gemm(args) if floor_tasks(sizes, train) else None
+    tasks = floor_tasks(sizes, train)
+    gemm_before = run_gemm(args) if tasks else None
     rows = []
     for backend in backends:
         rows += run_worker(backend, args, sizes, train)
-    floor = run_floor(args, sizes, train, gemm_before) if floor_tasks(sizes, train) else None
+    floor = run_floor(args, tasks, gemm_before) if tasks else None
     from bench.report import write_reports
     meta = {"encoder": args.encoder, "started": started["time"], "load_start": started["load"],
             "load_end": os.getloadavg(), "warmup": args.warmup, "repeats": args.repeats,

@@ -88,11 +88,6 @@ def upsample2_conv3x3(x, weight):
     pick = paddle.to_tensor([[[[1.0 if (i, j) == (1 - p // 2, 1 - p % 2) else 0.0 for j in range(2)]
                                for i in range(2)]] for p in range(4)], dtype=x.dtype)
     pick = paddle.tile(pick, [cout, 1, 1, 1])
-    # padding 1: the transposed convolution itself drops the one-pixel border of windows past the source
-    # Keep the upconv's ELU after this, between it and the decoder's batch norm: Paddle 3.3.1's
-    # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong axis
-    # ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved before the
-    # interleave (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
     return paddle._C_ops.conv2d_transpose(phases, pick, [2, 2], [1, 1], [], [], "EXPLICIT", cout, [1, 1], "NCHW")
 
 
@@ -126,6 +121,10 @@ class upconv(nn.Layer):  # noqa: N801
 
     def forward(self, x):
         if self.ratio == 2 and not paddle.in_dynamic_mode():   # an export: the same function, 4/9 of the work
+            # The ELU stays after the interleave, between it and the decoder's batch norm: Paddle 3.3.1's
+            # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong
+            # axis ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved
+            # before it (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
             return self.elu(upsample2_conv3x3(x, self.conv.weight))
         return self.elu(self.conv(resize_nearest(x, self.ratio)))
 

@@ -162,6 +162,7 @@ def test_resize_nearest_static_form_is_bit_identical_and_has_no_nearest_interp(t
 
 
 def run_predictor(folder, inputs, onednn):
+    # explicit paths, not program_files: a program without parameters (Resizes) has no .pdiparams file
     predictor = paddle.inference.create_predictor(make_config(folder / "inference.json",
                                                               folder / "inference.pdiparams", onednn=onednn))
     for name, array in zip(predictor.get_input_names(), inputs):
