@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from alignment.harness import clean_reports, write_index, write_run_header
+from paddle_bts import onednn_conv
 
 
 def pytest_addoption(parser):
@@ -18,6 +19,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Paddle's eager convolutions as train / evaluate / predict run them (tests/conftest.py does the same)
+    onednn_conv.enable_from_environment()
     os.environ["BTS_TORCH_DEVICE"] = config.getoption("--torch-device")
     os.environ["BTS_PADDLE_DEVICE"] = config.getoption("--paddle-device")
     tf32 = config.getoption("--tf32")

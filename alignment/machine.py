@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Variables that change which kernels run or how work is split (the matrix sets these).
 SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
             "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
-            "FLAGS_use_mkldnn", "BTS_MATRIX_CONFIG")
+            "FLAGS_use_mkldnn", "BTS_PADDLE_CONV", "BTS_MATRIX_CONFIG")
 # As the process started: Paddle's import sets OMP_NUM_THREADS=1 where it is unset.
 AT_START = {name: os.environ[name] for name in SETTINGS if name in os.environ}
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -45,6 +45,8 @@ def describe():
               "torch cpu capability": torch.backends.cpu.get_cpu_capability(),
               "torch threads": torch.get_num_threads(), "torch": torch.__version__, "paddle": paddle.__version__,
               "numpy": np.__version__, "python": platform.python_version()}
+    from paddle_bts import onednn_conv
+    record["paddle eager conv"] = "oneDNN (paddle_bts.onednn_conv)" if onednn_conv.enabled() else "Paddle's own"
     record["settings at start"] = " ".join(f"{k}={v}" for k, v in AT_START.items()) or "(none)"
     record["settings now"] = " ".join(f"{k}={os.environ[k]}" for k in SETTINGS if k in os.environ) or "(none)"
     return record

@@ -37,6 +37,8 @@ CONFIGS = {
     # a much older CPU (SSE4.1 kernels): other blockings and summation orders even on an AVX2-only machine
     "sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
               "ATEN_CPU_CAPABILITY": "default"},
+    # Paddle's own eager convolutions (im2col + MKL GEMM) instead of paddle_bts.onednn_conv's
+    "paddle-conv": {"BTS_PADDLE_CONV": "paddle"},
 }
 DEFAULT = ["as-is", "1-thread", "avx2", "mkl-cpu-type-5"]
 

@@ -23,13 +23,13 @@ Why each default:
   gives non-Intel CPUs its slowest code path unless told the CPU type; this MKL still reads the variable
   (removed in MKL 2020.1). It is read at MKL's first call, so configure() must run before any Paddle
   computation. torch is unaffected (its own MKL 2024 and oneDNN).
-- oneDNN in dygraph stays off: no measured gain. Re-measured for issue 14 with the flag's 3.x name as well
-  (FLAGS_use_onednn, set at run time or in the environment before import): a 3x3 convolution 192 -> 48 at
-  2 x 88 x 176, forward + backward, takes 0.334 s with either flag on or off (torch 0.124 s), and
-  ONEDNN_VERBOSE shows no oneDNN primitive: Paddle 3.3.1's dygraph keeps its own CPU kernels, whose 3x3
-  convolutions unfold the input (im2col) before MKL's GEMM. At upconv1 (64 -> 32 channels at 352 x 704,
-  batch 2) the forward takes 0.745 s against torch's 0.190 s, of which the GEMM alone is 0.263 s: the
-  unfolding dominates. to_static training with oneDNN ends in a segmentation fault.
+- convolutions through oneDNN (paddle_bts.onednn_conv): Paddle 3.3.1's dygraph never runs oneDNN on CPU.
+  FLAGS_use_mkldnn and its 3.x name FLAGS_use_onednn, set at run time or in the environment, change
+  nothing: a 3x3 convolution 192 -> 48 at 2 x 88 x 176, forward + backward, takes 0.334 s either way
+  (torch 0.124 s) and ONEDNN_VERBOSE shows no primitive. Its own kernels unfold the input (im2col) before
+  MKL's GEMM: at upconv1 (64 -> 32 channels at 352 x 704, batch 2) the forward takes 0.745 s against
+  torch's 0.190 s, the GEMM alone 0.263 s. to_static training with oneDNN ends in a segmentation fault.
+  So paddle_bts calls the oneDNN its wheel ships itself (onednn_conv): that convolution 0.133 s.
 """
 import os
 
@@ -43,15 +43,16 @@ def cpu_vendor():
     return cpuinfo_field("vendor_id")
 
 
-def configure(threads=None, mkl_cpu_type="auto", onednn=False):
+def configure(threads=None, mkl_cpu_type="auto", onednn=True):
     """Applies Paddle's CPU settings; returns what was set (for logs and reports).
 
     threads: Paddle's CPU math threads (default: the cores this process may use).
     mkl_cpu_type: "auto" sets MKL_DEBUG_CPU_TYPE=5 on AMD CPUs unless already set; None leaves MKL alone.
-    onednn: oneDNN kernels in dygraph (FLAGS_use_mkldnn and its 3.x name FLAGS_use_onednn).
+    onednn: eager nn.Conv2D forward and backward through oneDNN (paddle_bts.onednn_conv), on the same threads.
     """
-    import paddle
     from paddle.base import core
+
+    from paddle_bts import onednn_conv
 
     applied = {}
     if mkl_cpu_type == "auto":
@@ -62,6 +63,7 @@ def configure(threads=None, mkl_cpu_type="auto", onednn=False):
     threads = threads or available_threads()
     core.set_num_threads(threads)
     applied["threads"] = threads
-    paddle.set_flags({"FLAGS_use_mkldnn": bool(onednn), "FLAGS_use_onednn": bool(onednn)})   # 2.x and 3.x names
-    applied["FLAGS_use_mkldnn"] = applied["FLAGS_use_onednn"] = bool(onednn)
+    onednn_conv.enable(onednn)
+    onednn_conv.set_threads(threads)
+    applied["onednn_conv"] = bool(onednn)
     return applied

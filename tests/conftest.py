@@ -1,8 +1,15 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the suite's Paddle convolution kernel."""
 import pytest
 
+from paddle_bts import onednn_conv
 from torch_ref.stand_in import QUICK_EPOCHS, train_stand_in
 from torch_ref.threads import torch_threads
+
+
+def pytest_configure(config):
+    # Paddle's eager convolutions as train / evaluate / predict run them, through oneDNN, unless
+    # BTS_PADDLE_CONV=paddle (alignment/conftest.py does the same, so any selection runs alike)
+    onednn_conv.enable_from_environment()
 
 
 @pytest.fixture(scope="module")

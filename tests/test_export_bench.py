@@ -214,7 +214,7 @@ def test_runtime_configure_reports_what_it_set():
     code = "import json, paddle_bts.runtime as r; print(json.dumps(r.configure(threads=1)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     settings = json.loads(out.stdout.strip().splitlines()[-1])
-    assert settings["threads"] == 1 and settings["FLAGS_use_mkldnn"] is settings["FLAGS_use_onednn"] is False
+    assert settings["threads"] == 1 and settings["onednn_conv"] is True
     assert ("MKL_DEBUG_CPU_TYPE" in settings) == (paddle_bts.runtime.cpu_vendor() == "AuthenticAMD")
 
 
