@@ -8,7 +8,9 @@
 # physical cores), the Paddle bf16 deploy stage (the host's Xeon has AMX), and the BN train-mode and gradient
 # alignment stages on that CPU. (Torch on CUDA: `pytest alignment/ --torch-device cuda`, run in session 7.)
 # At most 8 files come back: everything lands in one archive, $OUT/all.tgz, packed after each phase.
+# PHASES (default: all, "tests train forward bf16 align") picks phases, e.g. PHASES="forward bf16".
 set -u
+want() { [[ " ${PHASES:-tests train forward bf16 align} " == *" $1 "* ]]; }
 START=$(date +%s); END=$((START + ${BUDGET_S:-500}))
 left() { echo $(( END - $(date +%s) )); }
 ROOT=$PWD
@@ -47,30 +49,30 @@ grep -E 'Model name|^CPU\(s\)|Thread|paddle|bf16|bench cpus' $OUT/env.txt
 pack
 grep -o -w -E 'avx512f|avx512_bf16|amx_bf16|amx_tile|avx512_vnni|avx2' $OUT/env.txt | sort -u | tr '\n' ' '; echo
 
-echo "== oneDNN convolution tests ($(left) s left)"
+want tests && { echo "== oneDNN convolution tests ($(left) s left)"
 timeout -s INT 120 taskset -c $PAIR $PY -m pytest tests/test_onednn_conv.py -rA -q -p no:cacheprovider > $OUT/onednn_conv.log 2>&1
-tail -3 $OUT/onednn_conv.log; pack
+tail -3 $OUT/onednn_conv.log; pack; }
 
-echo "== bench train step, cpus $PAIR ($(left) s left)"
+want train && { echo "== bench train step, cpus $PAIR ($(left) s left)"
 timeout -s INT $(( $(left) - 300 )) taskset -c $PAIR $PY -m bench --threads 2 --repeats 3 --warmup 1 --max-seconds 60 \
   --torch-device cpu --paddle-device cpu --sizes none --backends torch-cpu,paddle-cpu \
   --out $OUT/bench_train > $OUT/bench_train.log 2>&1
-tail -3 $OUT/bench_train.log; pack
+tail -3 $OUT/bench_train.log; pack; }
 
-echo "== bench forward, cpus $PAIR ($(left) s left)"
+want forward && { echo "== bench forward, cpus $PAIR ($(left) s left)"
 timeout -s INT $(( $(left) - 150 )) taskset -c $PAIR $PY -m bench --threads 2 --repeats 3 --warmup 1 --max-seconds 40 \
   --torch-device cpu --paddle-device cpu --train-size none \
   --backends torch-cpu,paddle-cpu,paddle-inference-cpu,paddle-inference-cpu-bf16 --out $OUT/bench_fwd > $OUT/bench_fwd.log 2>&1
-tail -3 $OUT/bench_fwd.log; pack
+tail -3 $OUT/bench_fwd.log; pack; }
 
-echo "== bf16 deploy stage ($(left) s left)"
+want bf16 && { echo "== bf16 deploy stage ($(left) s left)"
 timeout -s INT 100 $PY -m pytest alignment/test_deploy.py -k paddle-bf16 -rA -q -p no:cacheprovider > $OUT/bf16.log 2>&1
 tail -5 $OUT/bf16.log
-tar czf $OUT/reports_bf16.tgz --exclude='*.npy' --exclude='*.pdparams' --exclude='*.pth' --exclude='*.pdiparams' reports; pack
+tar czf $OUT/reports_bf16.tgz --exclude='*.npy' --exclude='*.pdparams' --exclude='*.pth' --exclude='*.pdiparams' reports; pack; }
 
-echo "== alignment on this CPU, 2 cores: BN train mode and gradients ($(left) s left)"
+want align && { echo "== alignment on this CPU, 2 cores: BN train mode and gradients ($(left) s left)"
 timeout -s INT $(( $(left) - 10 )) taskset -c $PAIR $PY -m pytest alignment/ -k "train_mode or gradients" -v -rfE \
   --durations=10 -p no:cacheprovider > $OUT/align_cpu.log 2>&1
 tail -15 $OUT/align_cpu.log
-tar czf $OUT/reports_cpu.tgz --exclude='*.npy' --exclude='*.pdparams' --exclude='*.pth' --exclude='*.pdiparams' reports; pack
+tar czf $OUT/reports_cpu.tgz --exclude='*.npy' --exclude='*.pdparams' --exclude='*.pth' --exclude='*.pdiparams' reports; pack; }
 echo "done after $(( $(date +%s) - START )) s"

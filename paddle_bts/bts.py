@@ -5,6 +5,7 @@ this one follows the official code: BN momentum 0.99 (= torch 0.01), per-layer e
 KITTI, Xavier only on decoder convs (no global initializer), and BN running variance updated as torch.
 """
 import math
+from contextlib import contextmanager
 
 import paddle
 import paddle.nn as nn
@@ -61,6 +62,9 @@ def repeat_pixels(x, r):
 PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
 
 
+PHASE_KERNELS = "phase_kernels"     # an upconv's attribute while upconvs_by_phases holds
+
+
 def phase_kernels(weight):
     """[cout, cin, 3, 3] -> [4 cout, cin, 2, 2]: at 4c + 2a + b, output channel c's 2 x 2 kernel for the output
     pixels of row parity a and column parity b (the taps of `weight` that land on one source pixel, summed)."""
@@ -72,18 +76,19 @@ def phase_kernels(weight):
     return folded.reshape([cout * 4, cin, 2, 2])
 
 
-def upsample2_conv3x3(x, weight):
-    """conv3x3(nearest x2 upsampling of x) with padding 1 and no bias, the official upconv, for a static graph.
+def upsample2_conv3x3(x, kernels):
+    """conv3x3(nearest x2 upsampling of x) with padding 1 and no bias, the official upconv, for a static graph;
+    `kernels` are the 3 x 3 weight's `phase_kernels`.
 
     It works at x's resolution: each output pixel of parities (a, b) reads a 2 x 2 source window, so one
-    2 x 2 convolution with the four phases' kernels (`phase_kernels`, padding 1) gives every phase with 4/9 of
+    2 x 2 convolution with the four phases' kernels (padding 1) gives every phase with 4/9 of
     the direct form's multiply-adds, and the upsampled input is never written. A transposed convolution with
     a 0/1 kernel (stride 2, groups = cout) interleaves the phases, each output pixel one product y * 1.0, and
     its padding of one drops the windows past the source. Summing taps before multiplying rounds differently
     from the direct form, within fp32 noise (tests/test_export_bench.py; the `deploy` stage).
     """
-    cout = weight.shape[0]
-    phases = F.conv2d(x, phase_kernels(weight), padding=1)            # [N, 4 cout, H + 1, W + 1]
+    cout = kernels.shape[0] // 4
+    phases = F.conv2d(x, kernels, padding=1)                          # [N, 4 cout, H + 1, W + 1]
     # input channel 4c + 2a + b of group c -> offset (1 - a, 1 - b) of its 2 x 2 output block
     pick = paddle.to_tensor([[[[1.0 if (i, j) == (1 - p // 2, 1 - p % 2) else 0.0 for j in range(2)]
                                for i in range(2)]] for p in range(4)], dtype=x.dtype)
@@ -120,13 +125,34 @@ class upconv(nn.Layer):  # noqa: N801
         self.ratio = ratio
 
     def forward(self, x):
-        if self.ratio == 2 and not paddle.in_dynamic_mode():   # an export: the same function, 4/9 of the work
+        kernels = getattr(self, PHASE_KERNELS, None)
+        if kernels is not None and not paddle.in_dynamic_mode():   # an export: the same function, 4/9 of the work
             # The ELU stays after the interleave, between it and the decoder's batch norm: Paddle 3.3.1's
             # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong
             # axis ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved
             # before it (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
-            return self.elu(upsample2_conv3x3(x, self.conv.weight))
+            return self.elu(upsample2_conv3x3(x, kernels))
         return self.elu(self.conv(resize_nearest(x, self.ratio)))
+
+
+
+@contextmanager
+def upconvs_by_phases(model):
+    """For an export (static graph): every ratio-2 upconv in `model` computes by phases (upsample2_conv3x3),
+    with its phase kernels folded here, once, into a parameter of its own that the program saves. Folding
+    them inside the graph instead broke Paddle Inference's bf16 passes (Intel AMX, Paddle 3.3.1: conv2d got
+    the 6-D filter [512, 2, 2, 1280, 2, 2], the reshape before it lost). The model is as before afterwards."""
+    layers = [layer for layer in model.sublayers(include_self=True) if isinstance(layer, upconv) and layer.ratio == 2]
+    for layer in layers:
+        with paddle.no_grad():
+            kernels = phase_kernels(layer.conv.weight)
+        setattr(layer, PHASE_KERNELS, paddle.create_parameter(
+            kernels.shape, kernels.dtype, default_initializer=nn.initializer.Assign(kernels)))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            delattr(layer, PHASE_KERNELS)
 
 
 class reduction_1x1(nn.Layer):  # noqa: N801
