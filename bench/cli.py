@@ -4,8 +4,8 @@ Default: BTS-densenet161 forward latency (batch 1) at 352x704 and 352x1216 and t
 352x704) for torch eager, Paddle eager as imported, Paddle eager with paddle_bts.runtime.configure()
 (the training default), Paddle Inference (oneDNN; forward only), and where a CUDA device exists torch
 on CUDA with TF32 off and on, Paddle on GPU eager and through Paddle Inference. `--paddle-study` instead
-times the Paddle train step under each runtime setting (threads, MKL's CPU dispatch, oneDNN in dygraph,
-to_static training).
+times the Paddle train step under each runtime setting (threads, MKL's CPU dispatch, oneDNN convolutions
+(paddle_bts.onednn_conv, eager only: a static graph keeps Paddle's own), to_static training).
 
 Every backend runs in a worker process of its own (bench/worker.py), one after the other, in this one
 command run; warm-up calls are not timed; the median of the timed calls is reported with its spread
@@ -75,7 +75,7 @@ def study_backends():
         Backend("default", "paddle: as imported", "paddle", "cpu"),
         Backend("threads", "paddle: threads = cores", "paddle", "cpu", runtime={**off, "threads": None}),
         Backend("mkl", "paddle: MKL_DEBUG_CPU_TYPE=5", "paddle", "cpu", runtime={**off, "mkl_cpu_type": "5"}),
-        Backend("onednn", "paddle: oneDNN in dygraph", "paddle", "cpu", runtime={**off, "onednn": True}),
+        Backend("onednn", "paddle: oneDNN convolutions", "paddle", "cpu", runtime={**off, "onednn": True}),
         # paddle_bts's torch-like BN variance update is a hook calling set_value, which a static graph cannot
         # trace ('pir.Value' object has no attribute 'set_value'); to_static is timed with Paddle's own update.
         Backend("to_static", "paddle: to_static training (Paddle BN var)", "paddle", "cpu", mode="to_static",

@@ -138,6 +138,6 @@ def reorder(source_desc, target_desc):
 
 
 def execute(primitive, arguments):
-    """Runs a primitive on {argument name: memory handle} and waits (the stream is in order)."""
+    """Runs a primitive on {argument name: memory handle}; on the CPU engine it returns when done."""
     array = (ExecArg * len(arguments))(*[ExecArg(ARG[name], handle) for name, handle in arguments.items()])
     call("dnnl_primitive_execute", primitive, engine_and_stream()[1], len(arguments), array)

@@ -1,7 +1,8 @@
 """Paddle's eager 2-D convolutions on CPU through oneDNN, forward and backward, as torch's are.
 
     import paddle_bts.onednn_conv
-    paddle_bts.onednn_conv.enable()     # every nn.Conv2D eligible below, until disable()
+    paddle_bts.onednn_conv.enable()     # every nn.Conv2D eligible below, until enable(False)
+    paddle_bts.onednn_conv.set_threads(n)   # runtime.configure does both
 
 Why: Paddle 3.3.1's dygraph convolves on CPU by unfolding the input (im2col) before MKL's GEMM, and no
 flag makes it use oneDNN (runtime.py). Measured, AMD EPYC (Zen 3), 2 threads, forward + backward:
@@ -9,7 +10,8 @@ flag makes it use oneDNN (runtime.py). Measured, AMD EPYC (Zen 3), 2 threads, fo
 1.843 s -> 0.597 s. The layers, their parameters and names are Paddle's own: only the kernel changes.
 
 Eligible: dynamic mode, CPU, float32, NCHW, zero padding given explicitly. Anything else (static export,
-GPU, other dtypes or paddings) takes Paddle's own forward, unchanged.
+GPU, other dtypes or paddings) takes Paddle's own forward, unchanged. Threads: Paddle's math-library count
+(set_threads; Paddle's start-up FLAGS_paddle_num_threads until then), set around each oneDNN call only.
 """
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -58,8 +60,10 @@ class Operand:
             dnnl.execute(self.to_plain, {"src": self.inner, "dst": self.plain})
 
     def handles(self):
-        own = [self.plain] + ([self.inner] if self.blocked else [])
-        return own, ([self.to_inner, self.to_plain] if self.blocked else [])
+        """(primitives, memories) this operand owns."""
+        if not self.blocked:
+            return [], [self.plain]
+        return [self.to_inner, self.to_plain], [self.plain, self.inner]
 
 
 class ConvolutionPlan:
@@ -134,9 +138,9 @@ class ConvolutionPlan:
         for primitive, operands in self.steps.values():
             primitives.append(primitive)
             for operand in operands.values():
-                owned_memories, owned_primitives = operand.handles()
-                memories += owned_memories
+                owned_primitives, owned_memories = operand.handles()
                 primitives += owned_primitives
+                memories += owned_memories
         return primitives, memories
 
 
