@@ -73,6 +73,17 @@ def library():
     return lib
 
 
+@lru_cache(maxsize=None)
+def unavailable_reason():
+    """None where Paddle's libdnnl loads with every function above; else why not, in one line (a Paddle
+    build without oneDNN, e.g. on ARM, ships no libdnnl.so.3)."""
+    try:
+        library()
+    except (OSError, AttributeError) as error:
+        return f"Paddle's oneDNN library cannot be used: {error}"
+    return None
+
+
 def call(name, *args):
     status = getattr(library(), name)(*args)
     if status != 0:

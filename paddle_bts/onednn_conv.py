@@ -208,8 +208,11 @@ def conv2d_forward(self, x):    # "self": Paddle's to_static drops the first arg
 
 
 def enable(on=True):
-    """Routes every nn.Conv2D's eager CPU forward and backward through oneDNN (or back, on=False)."""
+    """Routes every nn.Conv2D's eager CPU forward and backward through oneDNN (or back, on=False); returns
+    whether it is on: not where Paddle's wheel has no usable oneDNN (dnnl.unavailable_reason())."""
+    on = bool(on) and dnnl.unavailable_reason() is None
     paddle.nn.Conv2D.forward = conv2d_forward if on else PADDLE_FORWARD
+    return on
 
 
 def enabled():

@@ -50,11 +50,12 @@ def configure(threads=None, mkl_cpu_type="auto", onednn=True):
 
     threads: Paddle's CPU math threads (default: the cores this process may use).
     mkl_cpu_type: "auto" sets MKL_DEBUG_CPU_TYPE=5 on AMD CPUs unless already set; None leaves MKL alone.
-    onednn: eager nn.Conv2D forward and backward through oneDNN (paddle_bts.onednn_conv), on the same threads.
+    onednn: eager nn.Conv2D forward and backward through oneDNN (paddle_bts.onednn_conv), on the same threads;
+    where Paddle has no usable oneDNN its own kernels stay, and the result says why.
     """
     from paddle.base import core
 
-    from paddle_bts import onednn_conv
+    from paddle_bts import dnnl, onednn_conv
 
     applied = {}
     if mkl_cpu_type == "auto":
@@ -65,7 +66,8 @@ def configure(threads=None, mkl_cpu_type="auto", onednn=True):
     threads = threads or available_threads()
     core.set_num_threads(threads)
     applied["threads"] = threads
-    onednn_conv.enable(onednn)
+    applied["onednn_conv"] = onednn_conv.enable(onednn)
+    if onednn and not applied["onednn_conv"]:
+        applied["onednn_conv_unavailable"] = dnnl.unavailable_reason()
     onednn_conv.set_threads(threads)
-    applied["onednn_conv"] = bool(onednn)
     return applied

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_bts import onednn_conv
+from paddle_bts import dnnl, onednn_conv
 from tests.as_user import REPO
 
 # Each layer as BTS and its encoders build them: padded 3x3, strided, dilated depthwise (ASPP-like),
@@ -179,3 +179,18 @@ def test_threads_are_set_for_onednn_alone_and_restored(kernel):
         assert onednn_conv.PLANS.plans and list(onednn_conv.PLANS.plans)[-1][-1] == before + 1
     finally:
         onednn_conv.set_threads(None)
+
+
+def test_without_paddles_onednn_library_paddles_own_kernel_stays(kernel, monkeypatch):
+    def missing():
+        raise OSError("libdnnl.so.3: cannot open shared object file")
+    monkeypatch.setattr(dnnl, "library", missing)
+    dnnl.unavailable_reason.cache_clear()
+    try:
+        assert "libdnnl.so.3" in dnnl.unavailable_reason()
+        assert kernel(True) is False and not onednn_conv.enabled()
+        assert paddle.nn.Conv2D.forward is onednn_conv.PADDLE_FORWARD
+    finally:
+        monkeypatch.undo()
+        dnnl.unavailable_reason.cache_clear()
+    assert dnnl.unavailable_reason() is None and kernel(True) is True
