@@ -60,8 +60,9 @@ def goal_lines(table):
     return lines
 
 
-def floor_lines(floor):
-    """The floor's basis: the CPU's peak two ways and each task's FLOPs."""
+def floor_lines(floor, exported):
+    """The floor's basis: the CPU's peak two ways and each task's FLOPs (and, where a Paddle Inference
+    export was timed, that it does fewer)."""
     peak = floor["peak"]
     isa = peak["isa peak GFLOP/s"]
     lines = [f"- fp32 peak from the ISA: {peak['cores']} cores x {peak['FMA units per core']} FMA units x "
@@ -73,9 +74,10 @@ def floor_lines(floor):
              f"reported clock beats the ISA figure); bf16 hardware: {', '.join(peak['bf16 hardware']) or 'none'}",
              "", "| task | GFLOP (torch flop counter) | fp32 floor (s) |", "|---|---|---|"]
     lines += [f"| {task} | {f['GFLOP']:.1f} | {f['floor_s']:.3f} |" for task, f in floor["tasks"].items()]
-    lines += ["", "The FLOPs are the official network's. A Paddle Inference export does fewer: it computes each "
-                  "upconv (nearest x2, then 3x3) as a 2x2 convolution per output phase, 4/9 of that layer's "
-                  "multiply-adds (paddle_bts.bts.upsample2_conv3x3)."]
+    if exported:
+        lines += ["", "The FLOPs are the official network's. A Paddle Inference export does fewer: it computes each "
+                      "upconv (nearest x2, then 3x3) as a 2x2 convolution per output phase, 4/9 of that layer's "
+                      "multiply-adds (paddle_bts.bts.upsample2_conv3x3)."]
     return lines
 
 
@@ -123,7 +125,8 @@ def write_reports(rows, meta, folder, name):
     if len(table):
         parts += ["## Results\n", _shown(table).to_markdown(index=False), ""]
         if meta.get("floor"):
-            parts += ["## Compute floor\n", "\n".join(floor_lines(meta["floor"])), ""]
+            exported = table["key"].str.startswith("paddle-inference").any()
+            parts += ["## Compute floor\n", "\n".join(floor_lines(meta["floor"], exported)), ""]
         goals = goal_lines(table)
         if goals:
             parts += ["## Ratios (same run)\n", "\n".join(goals), ""]

@@ -23,6 +23,7 @@ from alignment.harness import compare
 from as_user import one_error_line
 from alignment.tolerances import TOLERANCES
 from bench import cli as bench_cli
+from bench import report as bench_report
 from bts_core.spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion import torch2paddle
 from conversion.export import export_inference
@@ -244,6 +245,12 @@ def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
     measured = re.search(r"best of 3, ([\d.]+) before the backends and ([\d.]+) after the backends: the faster "
                          r"= \*\*([\d.]+) GFLOP/s", report)
     assert measured and float(measured[3]) == max(float(measured[1]), float(measured[2]))
+    # a Paddle Inference export ran: the note that it does fewer FLOPs is there; without one it would not be
+    assert "export does fewer" in report
+    floor = {"peak": {k: 1.0 for k in ("isa peak GFLOP/s", "measured GEMM GFLOP/s", "floor peak GFLOP/s")}
+             | {"cores": 2, "FMA units per core": 2, "fp32 lanes": 8, "isa": "AVX2+FMA", "FLOPs per lane": 2,
+                "clock GHz": 2.0, "measured by": "gemm", "bf16 hardware": []}, "tasks": {}}
+    assert not any("export does fewer" in line for line in bench_report.floor_lines(floor, exported=False))
 
 
 def test_isa_peak_counts_cores_fma_units_lanes_and_clock():
