@@ -90,6 +90,12 @@ def refuse_existing(target, force):
         raise InputError(f"{target} exists; pass --force to replace it")
 
 
+def refuse_replacing_source(output, source, force, what="source checkpoint"):
+    """--force replaces the output folder: refused where that folder holds the file being read."""
+    if force and Path(output).absolute() in Path(source).absolute().parents:
+        raise InputError(f"{output} holds the {what}; --force would delete it")
+
+
 def _make_parents(folder):
     """Creates missing parent folders; returns those it created, deepest first (to undo on failure)."""
     missing = []

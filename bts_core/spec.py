@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 KITTI_FOCAL = 715.0873          # final_depth *= focal / KITTI_FOCAL when dataset == "kitti"
 NYU_FOCAL = 518.8579            # NYU Depth v2 focal length (official NYU argument files)
+MODEL_PARTS = ("encoder", "decoder")   # BtsModel's two children, in the official optimizer's group order
 OUTPUT_NAMES = ("depth_8x8_scaled", "depth_4x4_scaled", "depth_2x2_scaled", "reduc1x1", "final_depth")
 DECODER_BN_MOMENTUM = 0.01      # torch convention: running = (1 - m) * running + m * batch
 DECODER_BN_EPS = 1.1e-5         # named decoder BNs and atrous `first_bn`

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bts_core.backbones import HEAD_WHY, backbone_of, normalise_torch_key, rename_backbone, to_backbone_key
-from bts_core.cli import InputError, progress, run_command, staged_outputs
+from bts_core.cli import InputError, progress, refuse_replacing_source, run_command, staged_outputs
 from bts_core.spec import DECODER_FILE, ENCODER_FILE, ENCODERS, check_encoder
 from conversion.backbone_checks import backbone_card, run_backbone_verification
 from conversion.convert import ConversionError, paddle_to_torch, torch_layout, torch_to_paddle
@@ -114,8 +114,7 @@ def paddle_to_backbone(state, encoder, counters, path, progress=iter):
 
 def to_paddle(args):
     output, source = args.output.absolute(), args.to_paddle.absolute()
-    if args.force and output in source.parents:
-        raise InputError(f"{args.output} holds the source file; --force would delete it")
+    refuse_replacing_source(args.output, source, args.force, "source file")
     with staged_outputs([output], args.force, folder=True) as (staging,):
         start = time.perf_counter()
         state = read_backbone_file(source)

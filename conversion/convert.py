@@ -12,7 +12,7 @@ import torch
 import paddle_bts
 import torch_ref
 from bts_core.cli import InputError
-from bts_core.spec import check_encoder
+from bts_core.spec import MODEL_PARTS, check_encoder
 from conversion.rules import map_torch_key
 
 
@@ -48,7 +48,7 @@ class ConversionReport:
             raise ConversionError("; ".join(problems))
 
 
-PARTS = ("encoder", "decoder")   # a whole model; ("encoder",) for an ImageNet backbone (conversion/backbone.py)
+PARTS = MODEL_PARTS   # a whole model; ("encoder",) for an ImageNet backbone (conversion/backbone.py)
 
 
 def torch_layout(encoder, parts=PARTS):

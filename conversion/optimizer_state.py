@@ -17,7 +17,7 @@ import paddle_bts
 import torch_ref
 import torch_ref.train as torch_train
 from bts_core.config import DEFAULTS
-from bts_core.spec import check_encoder
+from bts_core.spec import MODEL_PARTS, check_encoder
 from conversion.convert import ConversionError, paddle_layout
 from conversion.rules import map_torch_key
 from paddle_bts.optimizer_state import POWERS, SCHEDULER_KEY, accumulator_key, check_matches, split_state
@@ -43,7 +43,7 @@ def _paddle_params(torch_model, paddle_model, encoder):
     optimises; transposed for Linear weights (Paddle stores them [in, out]), whose moments follow them."""
     optimised = {id(p) for p in optimised_parameters(paddle_optimizer(paddle_model))}
     family = check_encoder(encoder).family
-    by_key = {(part, k): p for part in ("encoder", "decoder") for k, p in getattr(paddle_model, part).named_parameters()}
+    by_key = {(part, k): p for part in MODEL_PARTS for k, p in getattr(paddle_model, part).named_parameters()}
     linear = {key for key, (_, is_linear) in paddle_layout(encoder).items() if is_linear}
     official = group_layouts(torch_model)["official (every parameter)"]
     targets = ((name, map_torch_key(name, family).target) for group in official for name in group)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bts_commands import evaluate as loop
-from bts_core.cli import InputError, positive, positive_int, run_command, staged_outputs
+from bts_core.cli import positive, positive_int, refuse_replacing_source, run_command, staged_outputs
 from bts_core.spec import DATASETS, ENCODERS, METRIC_NAMES
 from conversion import torch2paddle
 from conversion.model_zoo import PUBLISHED_SOURCE, published_metrics
@@ -92,8 +92,7 @@ def report(args, table, results, skipped):
 
 def reproduce(args):
     output = args.output.absolute()
-    if args.force and output in args.checkpoint.absolute().parents:
-        raise InputError(f"{args.output} holds the source checkpoint; --force would delete it")
+    refuse_replacing_source(args.output, args.checkpoint, args.force)
     with staged_outputs([output], args.force, folder=True) as (staging,):
         frameworks = ((TORCH, args.checkpoint, args.torch_device), (PADDLE, staging / "paddle", args.paddle_device))
         evaluations = {framework.name: loop.parse_args(framework, evaluation_argv(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from bts_core.backbones import normalise_torch_key   # legacy DenseNet names: one rule for both floors
+from bts_core.spec import MODEL_PARTS
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def map_torch_key(key, family):
     key = normalise_torch_key(key)
     part, _, rest = key.partition(".")
     path, _, leaf = rest.rpartition(".")
-    if part not in ("encoder", "decoder") or not path or leaf not in LEAF_RULES:
+    if part not in MODEL_PARTS or not path or leaf not in LEAF_RULES:
         raise KeyError(key)
     new_leaf, leaf_why = LEAF_RULES[leaf]
     if new_leaf is None:

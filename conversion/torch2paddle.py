@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import torch_ref
-from bts_core.cli import (InputError, VerificationFailed, positive, progress, refuse_existing, run_command,
-                          staged_outputs)
+from bts_core.cli import (InputError, VerificationFailed, positive, progress, refuse_existing,
+                          refuse_replacing_source, run_command, staged_outputs)
 from bts_core.spec import DATASETS, DEFAULT_MAX_DEPTH, ENCODERS, check_encoder
 from conversion import optimizer_state
 from conversion.convert import ConversionError, torch_to_paddle
@@ -134,8 +134,7 @@ def convert_checkpoint(args, source_note=None):
     """The whole conversion; raises the errors cli.run_command turns into exit codes."""
     output, checkpoint = args.output.absolute(), args.checkpoint.absolute()
     size = export_size(args)
-    if args.force and output in checkpoint.parents:
-        raise InputError(f"{args.output} holds the source checkpoint; --force would delete it")
+    refuse_replacing_source(args.output, checkpoint, args.force)
     with staged_outputs([output], args.force, folder=True) as (staging,), ThreadPoolExecutor(1) as hasher:
         start = time.perf_counter()
         source_entry = hasher.submit(file_entry, checkpoint)   # hashlib releases the GIL: overlaps the reading

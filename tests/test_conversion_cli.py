@@ -387,3 +387,16 @@ def test_a_folder_of_several_checkpoints_or_none_says_so(tmp_path, capsys):
         (folder / f"model-{step}").write_text("never read")
     assert torch2paddle.main(argv) == 2
     one_error_line(capsys, "holds 3 checkpoints (model-500 ... model-1500)", f"--checkpoint {folder}/model-1500")
+
+
+def test_force_never_replaces_the_folder_that_holds_the_source(tmp_path, capsys):
+    """--force replaces the output folder; where that folder holds the checkpoint being read, the command
+    refuses in one line and the checkpoint stays (the same check guards reproduce and backbone)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    checkpoint = output / "model"
+    checkpoint.write_bytes(b"never read")
+    argv = ["--checkpoint", str(checkpoint), "--encoder", ENCODER, "--output", str(output), "--force"]
+    assert torch2paddle.main(argv) == 2
+    one_error_line(capsys, f"{output} holds the source checkpoint; --force would delete it")
+    assert checkpoint.read_bytes() == b"never read"

@@ -8,16 +8,15 @@ torch_ref versions listed only trainable parameters; both layouts are read, the 
 """
 import torch
 
-from bts_core.spec import is_frozen
+from bts_core.spec import MODEL_PARTS, is_frozen
 from torch_ref.checkpoint import CheckpointError
 
-PARTS = ("encoder", "decoder")   # group order, as official
 
 
 def group_layouts(model):
     """{layout: [[names of group 0], [names of group 1]]} for `model`; trainable means not frozen by the
     official freezing (bts_core.spec.is_frozen), whatever the model's requires_grad flags say now."""
-    official = [[f"{part}.{n}" for n, _ in getattr(model, part).named_parameters()] for part in PARTS]
+    official = [[f"{part}.{n}" for n, _ in getattr(model, part).named_parameters()] for part in MODEL_PARTS]
     trainable = [[name for name in group if not (name.startswith("encoder.") and
                                                  is_frozen(model.encoder_name, "torch", name[len("encoder."):]))]
                  for group in official]
