@@ -33,7 +33,9 @@ _threads = None             # set_threads(); None: Paddle's own start-up count, 
 
 class Operand:
     """One operand of a primitive: the caller's dense tensor and, when the primitive computes in another
-    layout (oneDNN's blocked ones), a scratch buffer and the reorder between the two."""
+    layout (oneDNN's blocked ones), a scratch buffer and the reorder between the two. Its memory objects
+    are re-pointed at every call, so a plan serves one thread at a time (Paddle's eager forward and
+    backward both run on the calling thread)."""
 
     def __init__(self, plain_desc, chosen_desc):
         self.plain = dnnl.memory(plain_desc)
