@@ -60,8 +60,6 @@ def repeat_pixels(x, r):
 # PHASE_TAPS[a][k]: the rows (columns) of a 3 x 3 kernel that read source row (column) k of a 2 x 2 window,
 # for output rows (columns) of parity a after nearest x2 upsampling.
 PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
-
-
 PHASE_KERNELS = "phase_kernels"     # an upconv's attribute while upconvs_by_phases holds
 
 
@@ -125,15 +123,14 @@ class upconv(nn.Layer):  # noqa: N801
         self.ratio = ratio
 
     def forward(self, x):
-        kernels = getattr(self, PHASE_KERNELS, None)
-        if kernels is not None and not paddle.in_dynamic_mode():   # an export: the same function, 4/9 of the work
+        kernels = getattr(self, PHASE_KERNELS, None)     # set only while an export traces (upconvs_by_phases)
+        if kernels is not None:        # the same function, 4/9 of the work
             # The ELU stays after the interleave, between it and the decoder's batch norm: Paddle 3.3.1's
             # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong
             # axis ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved
             # before it (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
             return self.elu(upsample2_conv3x3(x, kernels))
         return self.elu(self.conv(resize_nearest(x, self.ratio)))
-
 
 
 @contextmanager

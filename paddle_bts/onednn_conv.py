@@ -14,7 +14,6 @@ GPU, other dtypes or paddings) takes Paddle's own forward, unchanged. Threads: P
 (set_threads; Paddle's start-up FLAGS_paddle_num_threads until then), set around each oneDNN call only.
 """
 from collections import OrderedDict
-from contextlib import contextmanager
 import ctypes
 from functools import lru_cache
 import os
@@ -23,6 +22,7 @@ import weakref
 import paddle
 from paddle.autograd import PyLayer
 
+from bts_core.scoped import temporarily
 from paddle_bts import dnnl
 
 PADDLE_FORWARD = paddle.nn.Conv2D.forward
@@ -248,15 +248,9 @@ def openmp():
     return ctypes.CDLL("libgomp.so.1")      # the copy already loaded, whichever it is
 
 
-@contextmanager
 def omp_threads(count):
-    """OpenMP's thread count for oneDNN, for this block only. libdnnl runs on GNU OpenMP, and when torch
+    """OpenMP's thread count for oneDNN, for one block only. libdnnl runs on GNU OpenMP, and when torch
     is imported first that is torch's own libgomp.so.1 (the loader shares one copy per soname): setting it
     for good would change torch's thread count in the same process."""
     gomp = openmp()
-    before = gomp.omp_get_max_threads()
-    gomp.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        gomp.omp_set_num_threads(before)
+    return temporarily(gomp.omp_get_max_threads, gomp.omp_set_num_threads, count)

@@ -215,10 +215,13 @@ def test_lpg_static_form_is_bit_identical_to_eager(ratio):
 
 
 def test_runtime_configure_reports_what_it_set():
-    code = "import json, paddle_bts.runtime as r; print(json.dumps(r.configure(threads=1)))"
+    """In a fresh process: what configure() set, and that it turns the oneDNN convolutions on and off."""
+    code = ("import json, paddle_bts.runtime as r, paddle_bts.onednn_conv as c; on = r.configure(threads=1); "
+            "a = c.enabled(); off = r.configure(threads=1, onednn=False); print(json.dumps([on, a, off, c.enabled()]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    settings = json.loads(out.stdout.strip().splitlines()[-1])
-    assert settings["threads"] == 1 and settings["onednn_conv"] is True
+    settings, enabled_after_on, off, enabled_after_off = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings["threads"] == 1 and settings["onednn_conv"] is True and enabled_after_on
+    assert off["onednn_conv"] is False and not enabled_after_off
     assert ("MKL_DEBUG_CPU_TYPE" in settings) == (paddle_bts.runtime.cpu_vendor() == "AuthenticAMD")
 
 

@@ -1,14 +1,8 @@
 """torch's intra-op thread count for a block of code."""
-import contextlib
-
 import torch
 
+from bts_core.scoped import temporarily
 
-@contextlib.contextmanager
+
 def torch_threads(count):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return temporarily(torch.get_num_threads, torch.set_num_threads, count)
