@@ -122,6 +122,9 @@ def parse_args(argv):
     parser.add_argument("--paddle-device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="cpu: CPU only; gpu: also GPU (must exist); auto: GPU where available (default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: all cores)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="every backend's glibc malloc: keep freed memory for reuse (bts_core.malloc, as the "
+                             "commands and paddle_bts.runtime set it; default) or glibc's default")
     parser.add_argument("--backends", default=None,
                         help="comma-separated subset of backend keys (see bench.md's key column)")
     parser.add_argument("--paddle-study", action="store_true",
@@ -190,7 +193,7 @@ def run_worker(backend, args, sizes, train):
             "device": backend.device, "mode": backend.mode, "tf32": backend.tf32, "runtime": backend.runtime,
             "env": backend.env, "torch_running_var": backend.torch_running_var, "precision": backend.precision, "encoder": args.encoder, "sizes": sizes if backend.mode != "to_static" else [],
             "train": train if backend.trains else None, "warmup": args.warmup, "repeats": args.repeats,
-            "max_seconds": args.max_seconds, "threads": args.threads}
+            "max_seconds": args.max_seconds, "threads": args.threads, "keep_memory": args.malloc == "keep"}
     if not spec["sizes"] and not spec["train"]:
         return []
     rows, error = run_child("bench.worker", spec, backend.env)
@@ -250,7 +253,8 @@ def bench(args):
     from bench.report import write_reports
     meta = {"encoder": args.encoder, "started": started["time"], "load_start": started["load"],
             "load_end": os.getloadavg(), "warmup": args.warmup, "repeats": args.repeats,
-            "max_seconds": args.max_seconds, "skipped": skipped, "floor": floor, **machine(), **versions()}
+            "max_seconds": args.max_seconds, "malloc": args.malloc, "skipped": skipped, "floor": floor,
+            **machine(), **versions()}
     paths = write_reports(rows, meta, args.out, "paddle_study" if args.paddle_study else "bench")
     print("wrote " + ", ".join(str(p) for p in paths))
     return rows

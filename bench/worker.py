@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bts_core.malloc import keep_freed_memory
+
 KITTI_FOCAL = 715.0873
 
 
@@ -134,7 +136,7 @@ def paddle_tasks(spec):
     settings = {}
     if spec.get("runtime") is not None:
         import paddle_bts.runtime
-        settings = paddle_bts.runtime.configure(**spec["runtime"])
+        settings = paddle_bts.runtime.configure(**{"keep_memory": spec["keep_memory"], **spec["runtime"]})
     import paddle
 
     import paddle_bts
@@ -183,6 +185,7 @@ def paddle_tasks(spec):
 
 
 def run(spec):
+    malloc = keep_freed_memory() if spec["keep_memory"] else "glibc default"   # every backend alike
     if spec["framework"] == "torch":
         forward, train, sync, device_memory = torch_tasks(spec)
         settings = {}
@@ -198,7 +201,8 @@ def run(spec):
         times, memory, load = measure(fn, spec["warmup"], spec["repeats"], spec["max_seconds"], sync)
         rows.append({"backend": spec["label"], "task": f"{kind} {batch}x3x{height}x{width}", "kind": kind,
                      **summary(times), **memory, **device_memory(False), **load,
-                     "settings": json.dumps(settings or spec.get("env") or {}, sort_keys=True)})
+                     "settings": json.dumps({**(settings or spec.get("env") or {}), "malloc": malloc},
+                                            sort_keys=True)})
         print(f"  {spec['label']:<34} {rows[-1]['task']:<24} median {rows[-1]['median_s']:.3f} s "
               f"({len(times)} runs, load {load['load_before']:.2f})", flush=True)
     return rows

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bts_commands.arguments import parser_for, resolve_defaults
 from bts_core.cli import positive, positive_int, run_command, staged_outputs
+from bts_core.malloc import keep_freed_memory
 from bts_core.spec import METRIC_NAMES
 from bts_data import DataError, batch_indices, with_ground_truth
 from bts_data.dataset import BtsSamples, DataConfig
@@ -131,4 +132,5 @@ def command(framework, args):
 
 def main(framework, argv=None) -> int:
     """The command: bad input (DataError included) gives one line and exit 2."""
+    keep_freed_memory()     # each forward's activations would be mapped afresh (bts_core.malloc)
     return run_command(lambda args: command(framework, args), parse_args(framework, argv))

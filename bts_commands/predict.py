@@ -30,6 +30,7 @@ from bts_commands.arguments import parser_for, resolve_defaults
 from bts_commands.evaluate import evaluation_samples
 from bts_core.cli import positive, progress, run_command, staged_outputs
 from bts_core.depth_files import write_prediction
+from bts_core.malloc import keep_freed_memory
 from bts_core.spec import INPUT_MULTIPLE
 from bts_data import DataError
 from bts_data import transforms as T
@@ -173,4 +174,5 @@ def command(framework, args):
 
 def main(framework, argv=None) -> int:
     """The command: bad input (DataError included) gives one line and exit 2."""
+    keep_freed_memory()     # each forward's activations would be mapped afresh (bts_core.malloc)
     return run_command(lambda args: command(framework, args), parse_args(framework, argv))

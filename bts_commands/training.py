@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from bts_core.cli import InputError, run_command
 from bts_core.config import ConfigError, load_config, parse_args
+from bts_core.malloc import keep_freed_memory
 from bts_data.dataset import batch_indices
 from bts_data.synthetic import write_tree
 
@@ -22,6 +23,7 @@ def run_training(fit, argv, description, checkpoint_name):
     def train(args):
         config = load_config(args.config, args.opt)
         refuse_existing_checkpoints(run_folder(config), checkpoint_name, args.force)
+        keep_freed_memory()     # each step's activations would be mapped afresh (bts_core.malloc)
         summary = fit(config)
         if summary["loss_log"] is not None:   # the lead process (rank 0) speaks for a distributed run
             print(summary_line(summary), flush=True)

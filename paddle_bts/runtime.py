@@ -36,6 +36,7 @@ Why each default:
 import os
 
 from bts_core.cpuinfo import cpuinfo_field
+from bts_core.malloc import keep_freed_memory
 from paddle_bts.inference import available_threads
 
 AMD_MKL_CPU_TYPE = "5"     # MKL 2019's AVX2 code path
@@ -45,19 +46,22 @@ def cpu_vendor():
     return cpuinfo_field("vendor_id")
 
 
-def configure(threads=None, mkl_cpu_type="auto", onednn=True):
+def configure(threads=None, mkl_cpu_type="auto", onednn=True, keep_memory=True):
     """Applies Paddle's CPU settings; returns what was set (for logs and reports).
 
     threads: Paddle's CPU math threads (default: the cores this process may use).
     mkl_cpu_type: "auto" sets MKL_DEBUG_CPU_TYPE=5 on AMD CPUs unless already set; None leaves MKL alone.
     onednn: eager nn.Conv2D forward and backward through oneDNN (paddle_bts.onednn_conv), on the same threads;
     where Paddle has no usable oneDNN its own kernels stay, and the result says why.
+    keep_memory: glibc's malloc keeps freed memory for reuse (bts_core.malloc; process-wide).
     """
     from paddle.base import core
 
     from paddle_bts import dnnl, onednn_conv
 
     applied = {}
+    if keep_memory:
+        applied["malloc"] = keep_freed_memory()
     if mkl_cpu_type == "auto":
         mkl_cpu_type = AMD_MKL_CPU_TYPE if cpu_vendor() == "AuthenticAMD" else None
     if mkl_cpu_type is not None:

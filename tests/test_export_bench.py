@@ -24,6 +24,7 @@ from as_user import one_error_line
 from alignment.tolerances import TOLERANCES
 from bench import cli as bench_cli
 from bench import report as bench_report
+from bts_core import malloc
 from bts_core.spec import KITTI_FOCAL, NYU_FOCAL, OUTPUT_NAMES
 from conversion import torch2paddle
 from conversion.export import export_inference
@@ -223,6 +224,8 @@ def test_runtime_configure_reports_what_it_set():
     assert settings["threads"] == 1 and settings["onednn_conv"] is True and enabled_after_on
     assert off["onednn_conv"] is False and not enabled_after_off
     assert ("MKL_DEBUG_CPU_TYPE" in settings) == (paddle_bts.runtime.cpu_vendor() == "AuthenticAMD")
+    assert settings["malloc"] == (malloc.KEPT if malloc.unsupported_reason() is None else
+                                  f"malloc unchanged ({malloc.unsupported_reason()})")
 
 
 def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
@@ -250,6 +253,8 @@ def test_bench_runs_end_to_end_on_a_tiny_size(tmp_path):
     assert measured and float(measured[3]) == max(float(measured[1]), float(measured[2]))
     # a Paddle Inference export ran: the note that it does fewer FLOPs is there; without one it would not be
     assert "export does fewer" in report
+    if malloc.unsupported_reason() is None:     # every worker kept freed memory (bench --malloc keep)
+        assert set(table["settings"].map(lambda text: json.loads(text)["malloc"])) == {malloc.KEPT}
     floor = {"peak": {k: 1.0 for k in ("isa peak GFLOP/s", "measured GEMM GFLOP/s", "floor peak GFLOP/s")}
              | {"cores": 2, "FMA units per core": 2, "fp32 lanes": 8, "isa": "AVX2+FMA", "FLOPs per lane": 2,
                 "clock GHz": 2.0, "measured by": "gemm", "bf16 hardware": []}, "tasks": {}}
