@@ -8,9 +8,10 @@
 # physical cores), the Paddle bf16 deploy stage (the host's Xeon has AMX), and the BN train-mode and gradient
 # alignment stages on that CPU. (Torch on CUDA: `pytest alignment/ --torch-device cuda`, run in session 7.)
 # At most 8 files come back: everything lands in one archive, $OUT/all.tgz, packed after each phase.
-# PHASES (default: all, "tests train forward bf16 align") picks phases, e.g. PHASES="forward bf16".
+# PHASES (default: all, "tests train forward profile bf16 align") picks phases, e.g. PHASES="forward profile";
+# profile: bench.profile's per-primitive oneDNN times of Paddle Inference at 352x704 and 352x1216.
 set -u
-want() { [[ " ${PHASES:-tests train forward bf16 align} " == *" $1 "* ]]; }
+want() { [[ " ${PHASES:-tests train forward profile bf16 align} " == *" $1 "* ]]; }
 START=$(date +%s); END=$((START + ${BUDGET_S:-500}))
 left() { echo $(( END - $(date +%s) )); }
 ROOT=$PWD
@@ -64,6 +65,13 @@ timeout -s INT $(( $(left) - 150 )) taskset -c $PAIR $PY -m bench --threads 2 --
   --torch-device cpu --paddle-device cpu --train-size none \
   --backends torch-cpu,paddle-cpu,paddle-inference-cpu,paddle-inference-cpu-bf16 --out $OUT/bench_fwd > $OUT/bench_fwd.log 2>&1
 tail -3 $OUT/bench_fwd.log; pack; }
+
+want profile && { echo "== Paddle Inference primitive by primitive, cpus $PAIR ($(left) s left)"
+for size in 352x704 352x1216; do
+  timeout -s INT 90 taskset -c $PAIR $PY -m bench.profile --threads 2 --size $size --out $OUT/onednn_profile_$size.md \
+    > $OUT/profile_$size.log 2>&1
+  grep -E "logged call|convolutions:" $OUT/profile_$size.log
+done; pack; }
 
 want bf16 && { echo "== bf16 deploy stage ($(left) s left)"
 timeout -s INT 100 $PY -m pytest alignment/test_deploy.py -k paddle-bf16 -rA -q -p no:cacheprovider > $OUT/bf16.log 2>&1

@@ -55,6 +55,7 @@ SIGNATURES = {   # name: (restype, argtypes); status-returning calls have restyp
     "dnnl_memory_create": (ctypes.c_int, [Out, Handle, Handle, Handle]),
     "dnnl_memory_set_data_handle": (ctypes.c_int, [Handle, Handle]),
     "dnnl_memory_destroy": (ctypes.c_int, [Handle]),
+    "dnnl_set_verbose": (ctypes.c_int, [ctypes.c_int]),
 }
 
 
@@ -152,3 +153,9 @@ def execute(primitive, arguments):
     """Runs a primitive on {argument name: memory handle}; on the CPU engine it returns when done."""
     array = (ExecArg * len(arguments))(*[ExecArg(ARG[name], handle) for name, handle in arguments.items()])
     call("dnnl_primitive_execute", primitive, engine_and_stream()[1], len(arguments), array)
+
+
+def set_verbose(level):
+    """oneDNN's log on standard output, for every user of this library (Paddle Inference included): 0 off,
+    1 a line per executed primitive with its time in ms (ONEDNN_VERBOSE=1, here settable at run time)."""
+    call("dnnl_set_verbose", level)

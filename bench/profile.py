@@ -1,0 +1,162 @@
+"""Where a Paddle Inference forward spends its time on this CPU, primitive by primitive:
+
+    python -m bench.profile [--size 352x704] [--threads N] [--encoder NAME] [--out FILE]
+
+Exports a seeded BTS for one size (conversion.export), runs it through paddle_bts.inference.InferenceModel
+with oneDNN and, after warm-up calls, logs one call with oneDNN's own timing of every primitive
+(paddle_bts.dnnl.set_verbose, on the libdnnl Paddle ships). The report: time by primitive kind and
+implementation, the convolutions' work and rate, the costliest other primitives with their shapes, and the
+time outside any primitive (Paddle's native ops, its executor). Logging costs time itself: read the shares
+here, and time with `python -m bench`. Exit codes: 0 done, 2 bad arguments.
+"""
+import argparse
+import ctypes
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bts_core.malloc import keep_freed_memory
+from bts_core.spec import ENCODERS, KITTI_FOCAL
+
+REPO = Path(__file__).resolve().parents[1]
+CONV_SHAPE = re.compile(r"ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
+
+
+def verbose_lines(call):
+    """Runs call() with oneDNN's verbose log on; the log's lines (oneDNN writes them to file descriptor 1)."""
+    from paddle_bts import dnnl
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            dnnl.set_verbose(1)
+            call()
+        finally:
+            dnnl.set_verbose(0)
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        return log.read().decode(errors="replace").splitlines()
+
+
+def conv_gflop(kind, shape):
+    """Multiply-adds x 2 of a (de)convolution from its verbose shape (g32mb1_ic128oc32_ih177oh352kh2...)."""
+    if kind not in ("convolution", "deconvolution"):
+        return 0.0
+    groups = int(shape[1:shape.index("mb")]) if shape.startswith("g") else 1
+    ic, oc, ih, oh, kh, iw, ow, kw = map(int, CONV_SHAPE.search(shape).groups())
+    pixels = oh * ow if kind == "convolution" else ih * iw   # a deconvolution's kernel visits its input
+    return 2 * ic * (oc // groups) * kh * kw * pixels / 1e9
+
+
+def primitives(lines):
+    """One row per executed primitive: kind, implementation, layouts, shape, ms, GFLOP."""
+    rows = []
+    for line in lines:
+        fields = line.split(",")
+        if fields[0] != "onednn_verbose" or "exec" not in fields[2:4]:
+            continue
+        kind, impl, layouts, shape, ms = fields[5], fields[6], fields[8], fields[-2], float(fields[-1])
+        rows.append({"kind": kind, "implementation": impl, "layouts": layouts, "shape": shape, "ms": ms,
+                     "GFLOP": conv_gflop(kind, shape)})
+    return pd.DataFrame(rows, columns=["kind", "implementation", "layouts", "shape", "ms", "GFLOP"])
+
+
+def report(table, wall_ms, meta):
+    """The markdown report of one logged call."""
+    total = table["ms"].sum()
+    by_kind = (table.groupby(["kind", "implementation"], as_index=False)
+               .agg(calls=("ms", "size"), ms=("ms", "sum"), GFLOP=("GFLOP", "sum"))
+               .sort_values("ms", ascending=False))
+    by_kind["share of call"] = (by_kind["ms"] / wall_ms).map("{:.1%}".format)
+    by_kind["GFLOP/s"] = (by_kind["GFLOP"] / by_kind["ms"] * 1e3).where(by_kind["GFLOP"] > 0)
+    others = table[~table["kind"].isin(["convolution"])].nlargest(10, "ms")
+    convs = table[table["kind"] == "convolution"]
+    lines = [f"# Paddle Inference, primitive by primitive: {meta['encoder']} {meta['size']}, {meta['threads']} "
+             f"threads", "", f"- CPU: {meta['cpu']}; paddle {meta['paddle']}; {meta['malloc']}",
+             f"- the logged call: {wall_ms:.1f} ms wall; in oneDNN primitives {total:.1f} ms "
+             f"({total / wall_ms:.1%}); outside them (Paddle's native ops, its executor) {wall_ms - total:.1f} ms",
+             f"- unlogged calls (median of {meta['timed']}): {meta['median_ms']:.1f} ms: the log's own cost is the "
+             f"difference", f"- convolutions: {convs['GFLOP'].sum():.1f} GFLOP in {convs['ms'].sum():.1f} ms, "
+             f"{convs['GFLOP'].sum() / convs['ms'].sum() * 1e3:.1f} GFLOP/s", "",
+             "## By primitive kind and implementation", "",
+             by_kind.to_markdown(index=False, floatfmt=".2f"), "",
+             "## The ten costliest primitives other than convolutions", "",
+             others[["ms", "kind", "implementation", "shape", "layouts"]].to_markdown(index=False, floatfmt=".2f"), ""]
+    return "\n".join(lines)
+
+
+def profile(args):
+    malloc = keep_freed_memory()     # as the commands and the bench run (bts_core.malloc)
+    import paddle
+
+    import paddle_bts
+    from bts_core.cpuinfo import cpuinfo_field
+    from conversion.export import export_inference
+    from paddle_bts.inference import InferenceModel
+    paddle.seed(0)
+    model = paddle_bts.build_model(args.encoder)
+    with tempfile.TemporaryDirectory(prefix="bts-profile-") as folder:
+        export_inference(model, folder, *args.size)
+        runner = InferenceModel(folder, threads=args.threads)
+        image = np.random.default_rng(0).random((1, 3, *args.size), dtype=np.float32)
+        focal = np.array([KITTI_FOCAL], np.float32)
+        times = []
+        for _ in range(args.warmup + args.timed):
+            start = time.perf_counter()
+            runner(image, focal)
+            times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        lines = verbose_lines(lambda: runner(image, focal))
+        wall_ms = (time.perf_counter() - start) * 1e3
+    meta = {"encoder": args.encoder, "size": "x".join(map(str, args.size)), "threads": runner.threads,
+            "cpu": cpuinfo_field("model name"), "paddle": paddle.__version__, "timed": args.timed,
+            "median_ms": statistics.median(times[args.warmup:]) * 1e3, "malloc": malloc}
+    return report(primitives(lines), wall_ms, meta)
+
+
+def parse_args(argv):
+    from conversion.export import parse_size
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="352x704", help="HEIGHTxWIDTH (default 352x704)")
+    parser.add_argument("--encoder", choices=ENCODERS, default="densenet161_bts", metavar="NAME")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    parser.add_argument("--timed", type=int, default=3, help="unlogged timed calls (default 3)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report file (default reports/bench/onednn_profile_HxW.md)")
+    args = parser.parse_args(argv)
+    try:
+        args.size = parse_size(args.size)
+    except ValueError as error:
+        parser.error(str(error).replace("--export-inference", "--size"))
+    if args.warmup < 1 or args.timed < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--warmup, --timed and --threads must be >= 1")
+    args.out = args.out or REPO / "reports" / "bench" / f"onednn_profile_{args.size[0]}x{args.size[1]}.md"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    text = profile(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    staged = args.out.with_name(args.out.name + ".part")
+    staged.write_text(text)
+    staged.replace(args.out)
+    print(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
