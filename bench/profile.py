@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from bench.cli import REPO, BenchError, machine, parse_size
+from bench.worker import inputs, measure
 from bts_core.malloc import keep_freed_memory
-from bts_core.spec import ENCODERS, KITTI_FOCAL
-
-REPO = Path(__file__).resolve().parents[1]
+from bts_core.spec import ENCODERS
 CONV_SHAPE = re.compile(r"ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
 
 
@@ -101,7 +100,6 @@ def profile(args):
     import paddle
 
     import paddle_bts
-    from bts_core.cpuinfo import cpuinfo_field
     from conversion.export import export_inference
     from paddle_bts.inference import InferenceModel
     paddle.seed(0)
@@ -109,24 +107,18 @@ def profile(args):
     with tempfile.TemporaryDirectory(prefix="bts-profile-") as folder:
         export_inference(model, folder, *args.size)
         runner = InferenceModel(folder, threads=args.threads)
-        image = np.random.default_rng(0).random((1, 3, *args.size), dtype=np.float32)
-        focal = np.array([KITTI_FOCAL], np.float32)
-        times = []
-        for _ in range(args.warmup + args.timed):
-            start = time.perf_counter()
-            runner(image, focal)
-            times.append(time.perf_counter() - start)
+        image, _, focal = inputs(1, *args.size)
+        times, _, _ = measure(lambda: runner(image, focal), args.warmup, args.timed, max_seconds=float("inf"))
         start = time.perf_counter()
         lines = verbose_lines(lambda: runner(image, focal))
         wall_ms = (time.perf_counter() - start) * 1e3
     meta = {"encoder": args.encoder, "size": "x".join(map(str, args.size)), "threads": runner.threads,
-            "cpu": cpuinfo_field("model name"), "paddle": paddle.__version__, "timed": args.timed,
-            "median_ms": statistics.median(times[args.warmup:]) * 1e3, "malloc": malloc}
+            "cpu": machine()["cpu"], "paddle": paddle.__version__, "timed": args.timed,
+            "median_ms": statistics.median(times) * 1e3, "malloc": malloc}
     return report(primitives(lines), wall_ms, meta)
 
 
 def parse_args(argv):
-    from conversion.export import parse_size
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="352x704", help="HEIGHTxWIDTH (default 352x704)")
     parser.add_argument("--encoder", choices=ENCODERS, default="densenet161_bts", metavar="NAME")
@@ -138,8 +130,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     try:
         args.size = parse_size(args.size)
-    except ValueError as error:
-        parser.error(str(error).replace("--export-inference", "--size"))
+    except BenchError as error:
+        parser.error(f"--{error}")      # "size 350x700: ..." names the flag
     if args.warmup < 1 or args.timed < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--warmup, --timed and --threads must be >= 1")
     args.out = args.out or REPO / "reports" / "bench" / f"onednn_profile_{args.size[0]}x{args.size[1]}.md"

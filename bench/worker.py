@@ -136,7 +136,8 @@ def paddle_tasks(spec):
     settings = {}
     if spec.get("runtime") is not None:
         import paddle_bts.runtime
-        settings = paddle_bts.runtime.configure(**{"keep_memory": spec["keep_memory"], **spec["runtime"]})
+        # run() has set malloc for every backend alike (--malloc): configure leaves it as it is
+        settings = paddle_bts.runtime.configure(keep_memory=False, **spec["runtime"])
     import paddle
 
     import paddle_bts

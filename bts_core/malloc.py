@@ -9,9 +9,8 @@ forward of BTS-densenet161 at 352 x 704 took 111-154 thousand page faults, 0-15 
 (runtime.configure) 2.029 / 2.003 -> 1.698 / 1.809 s; Paddle Inference (which pools most of its own memory)
 1.225 / 1.213 -> 1.161 / 1.196 s; peak RSS within -24 % / +5 %. Train step, batch 2 at 352 x 704, medians
 of 3, one run each: torch 12.75 -> 9.39 s, Paddle 12.90 -> 10.84 s (peak RSS 5.33 -> 5.34 GB, 5.21 -> 5.66
-GB). It is the trade of the jemalloc / tcmalloc
-that CPU inference guides preload, without a library to install: the process keeps the high-water mark of
-its freed memory for reuse until it exits.
+GB). It is the trade of the jemalloc / tcmalloc that CPU inference guides preload, without a library to
+install: the process keeps the high-water mark of its freed memory for reuse until it exits.
 """
 import ctypes
 import ctypes.util
