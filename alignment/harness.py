@@ -19,6 +19,10 @@ import pandas as pd
 from alignment import machine   # imported before any framework: it records the settings at start
 
 REPORTS = Path(os.environ.get("BTS_REPORTS", Path(__file__).resolve().parents[1] / "reports"))
+# Each side's reprod_log log holds at most this many MiB (0: no limit). Logged whole, a default run's logs
+# came to 8.2 GB (76 cases; one resume case 968 MB a side), enough to fill a CI disk; within 32 MiB they
+# come to 1.1 GB (measured on the reports of one run), and the worst tensors, the ones a failure needs, stay.
+LOG_MB_DEFAULT = 32
 
 
 @contextlib.contextmanager
@@ -161,7 +165,7 @@ def verdict(passed, expected_failure=None, asserted=True):
     return "PASS" if passed else "FAIL"
 
 
-def _reprod_report(torch_out, paddle_out, table, folder, case_verdict):
+def _reprod_report(torch_out, paddle_out, table, folder, case_verdict, logged):
     """reprod_log's own diff (ReprodDiffHelper's compute_diff / check_print_diff on the logs), each tensor
     against its own threshold: the largest element-wise bound the case allowed it. So every tensor that
     passes element-wise passes here; the case verdict (element-wise, ours) closes the file."""
@@ -172,8 +176,51 @@ def _reprod_report(torch_out, paddle_out, table, folder, case_verdict):
         diff = compute_diff({name: np.asarray(torch_out[name])}, {name: np.asarray(paddle_out[name])})
         check_print_diff(diff, diff_method="max", diff_threshold=float(table.loc[name, "max_bound"]),
                          print_func=lines.append)
-    lines.append(f"case verdict (element-wise bounds, alignment/harness.compare): {case_verdict}")
+    lines += [logged, f"case verdict (element-wise bounds, alignment/harness.compare): {case_verdict}"]
     (folder / "diff.txt").write_text("\n".join(lines) + "\n")
+
+
+def log_budget_bytes():
+    """BTS_REPORT_LOG_MB (default LOG_MB_DEFAULT) in bytes; a bad value is one clear error."""
+    raw = os.environ.get("BTS_REPORT_LOG_MB", str(LOG_MB_DEFAULT))
+    try:
+        budget = float(raw)
+    except ValueError:
+        budget = -1.0
+    if not budget >= 0:
+        raise ValueError(f"BTS_REPORT_LOG_MB={raw!r}: give MiB a side as a number >= 0 (0 logs every tensor)")
+    return budget * 2 ** 20
+
+
+def _logged_names(torch_out, paddle_out, table, budget):
+    """The tensors both reprod_log logs keep: all of them where they fit the budget, else the worst first
+    (by over_bound, the order of table.csv) while they fit, the worst one always; in the cases' own order."""
+    sizes = {name: max(np.asarray(out[name]).nbytes for out in (torch_out, paddle_out) if name in out)
+             for name in table.index}
+    if not budget or sum(sizes.values()) <= budget:
+        return list(sizes)
+    kept, used = set(), 0
+    for name in table.sort_values("over_bound", ascending=False, kind="stable").index:
+        if not kept or used + sizes[name] <= budget:
+            kept.add(name)
+            used += sizes[name]
+    return [name for name in sizes if name in kept]
+
+
+def _save_logs(torch_out, paddle_out, table, folder, budget):
+    """Writes torch.npy / paddle.npy (reprod_log's format) and returns the line saying what they hold."""
+    from reprod_log import ReprodLogger
+    names = _logged_names(torch_out, paddle_out, table, budget)
+    for side, out in (("torch", torch_out), ("paddle", paddle_out)):
+        log = ReprodLogger()
+        for name in names:
+            if name in out:
+                log.add(name, np.asarray(out[name]))
+        log.save(str(folder / f"{side}.npy"))
+    if len(names) == len(table):
+        return f"reprod_log logs (torch.npy, paddle.npy): all {len(names)} tensors"
+    return (f"reprod_log logs (torch.npy, paddle.npy): {len(names)} of {len(table)} tensors, the worst first within "
+            f"{budget / 2 ** 20:g} MiB a side (BTS_REPORT_LOG_MB; 0 logs all)")
 
 
 def environment(torch_device="cpu", paddle_device="cpu"):
@@ -194,7 +241,7 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
     (only where the case fails). `exact` / `perturbed`: torch's float64 and reordered-fp32 values of the
     same tensors (noise floors). `expected_failure`: the reason a known gap makes this case fail (XFAIL).
     `asserted=False`: the figures are reported and the test does not assert them (verdict REPORT)."""
-    from reprod_log import ReprodLogger
+    budget = log_budget_bytes()     # a bad setting fails before anything is written
     folder = REPORTS / stage / case
     folder.mkdir(parents=True, exist_ok=True)
     tolerances, scales, exact, perturbed = tolerances or {}, scales or {}, exact or {}, perturbed or {}
@@ -209,21 +256,18 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
                       "note": "present on one side only"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "tensor"
-    for side, out in (("torch", torch_out), ("paddle", paddle_out)):
-        log = ReprodLogger()
-        for name, value in out.items():
-            log.add(name, np.asarray(value))
-        log.save(str(folder / f"{side}.npy"))
+    logged = _save_logs(torch_out, paddle_out, table, folder, budget)
     passed = bool(table["passed"].all()) and not missing
     case_verdict = verdict(passed, expected_failure, asserted)
     misshapen = [n for n in torch_out if n in paddle_out and np.shape(torch_out[n]) != np.shape(paddle_out[n])]
     if missing or misshapen:   # ReprodDiffHelper would crash on, or silently transpose, these
         (folder / "diff.txt").write_text(f"ReprodDiffHelper not run: {len(missing)} tensors on one side only, "
                                          f"{len(misshapen)} with different shapes (first: {(missing + misshapen)[0]})\n"
+                                         f"{logged}\n"
                                          f"case verdict (element-wise bounds, alignment/harness.compare): "
                                          f"{case_verdict}\n")
     else:
-        _reprod_report(torch_out, paddle_out, table, folder, case_verdict)
+        _reprod_report(torch_out, paddle_out, table, folder, case_verdict, logged)
     worst_first = table.sort_values("over_bound", ascending=False, kind="stable")
     worst_first.to_csv(folder / "table.csv")
     shown = [c for c in ("over_bound", "max_abs", "bound_at_worst", "max_bound", "rtol", "atol", "torch_fp64_noise",
@@ -233,7 +277,7 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
         f"# {stage} / {case}: {case_verdict}\n\nWorst first. over_bound = worst |paddle - torch| / its element's "
         "bound; bound_at_worst = that element's bound; max_bound = the largest element-wise bound of the tensor "
         "(atol + rtol x scale + noise factor x torch's own noise).\n\n"
-        + worst_first[shown].to_markdown() + f"\n\nTolerance: {tol.why}\n")
+        + worst_first[shown].to_markdown() + f"\n\nTolerance: {tol.why}\n\n{logged}\n")
     meta = dict(meta or {})
     failing = [name for name in (order or []) if not table.loc[name, "passed"]]
     if order is not None and not passed:
@@ -242,7 +286,8 @@ def run_case(stage, case, torch_out, paddle_out, tol, scales=None, tolerances=No
     info = {"stage": stage, "case": case, "passed": passed, "verdict": case_verdict,
             "expected_failure": expected_failure or "", "asserted": asserted,
             "worst_over_bound": float(worst), "worst_tensor": str(table["over_bound"].idxmax()) if len(table) else "",
-            "tolerance": asdict(tol), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": "float32", **meta}
+            "tolerance": asdict(tol), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "dtype": "float32", "logs": logged,
+            **meta}
     if passed:
         info.pop("first_divergence", None)
     (folder / "result.json").write_text(json.dumps(info, indent=1, default=str))
@@ -294,7 +339,8 @@ def write_index():
     text = ("# Alignment report\n\nVerdicts: PASS / FAIL (element-wise bounds of alignment/tolerances.py); XFAIL: "
             "a known gap failing as expected; REPORT: figures shown, not asserted (fp32 where the verdict comes "
             "from float64). worst |d|/bound < 1 passes. Each row links to the case's per-tensor table (worst "
-            "first); each case folder also holds both reprod_log logs (`torch.npy`, `paddle.npy`) and `diff.txt`."
+            "first); each case folder also holds both reprod_log logs (`torch.npy`, `paddle.npy`) and `diff.txt`, "
+            "whose last lines say which tensors the logs hold (the worst first where a case's exceed the budget)."
             "\n\n" + header + "## Stages\n\n" + stages.to_markdown(floatfmt=".3g") + "\n\n## Cases\n\n"
             + table.to_markdown(index=False, floatfmt=".3g") + "\n")
     REPORTS.mkdir(parents=True, exist_ok=True)

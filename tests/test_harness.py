@@ -113,3 +113,44 @@ def test_stale_case_folders_are_removed(reports):
     _case("old", 0.0)
     harness.clean_reports()
     assert not list(reports.glob("*/*/result.json")) and not (reports / "index.md").exists()
+
+
+def _big_case(name):
+    """Three tensors of 8000 float64 (62.5 KiB each); "late" is the one over its bound."""
+    ref = {name_: np.linspace(0, 1, 8000) for name_ in ("early", "middle", "late")}
+    got = {**ref, "late": ref["late"] + 1e-2}
+    return run_case("unit", name, ref, got, OF_MAX, order=["early", "middle", "late"])
+
+
+def _logs(folder):
+    from reprod_log import ReprodDiffHelper
+    helper = ReprodDiffHelper()
+    return [helper.load_info(str(folder / f"{side}.npy")) for side in ("torch", "paddle")]
+
+
+def test_logs_over_the_budget_keep_the_worst_tensors_first(reports, monkeypatch):
+    monkeypatch.setenv("BTS_REPORT_LOG_MB", str(0.1))     # 102.4 KiB a side: room for one of the three
+    result = _big_case("over-budget")
+    torch_log, paddle_log = _logs(result.folder)
+    assert list(torch_log) == list(paddle_log) == ["late"]
+    assert (result.folder / "torch.npy").stat().st_size < 0.1 * 2 ** 20
+    line = "reprod_log logs (torch.npy, paddle.npy): 1 of 3 tensors, the worst first within 0.1 MiB a side"
+    assert line in (result.folder / "diff.txt").read_text() and line in (result.folder / "table.md").read_text()
+    assert json.loads((result.folder / "result.json").read_text())["logs"].startswith(line)
+    assert (result.folder / "diff.txt").read_text().rstrip().endswith("FAIL")    # the verdict still closes it
+
+
+@pytest.mark.parametrize("budget", ["0", "1"])    # 0: no limit; 1 MiB: all three fit
+def test_logs_within_the_budget_hold_every_tensor_in_order(reports, monkeypatch, budget):
+    monkeypatch.setenv("BTS_REPORT_LOG_MB", budget)
+    result = _big_case(f"budget-{budget}")
+    assert [list(log) for log in _logs(result.folder)] == [["early", "middle", "late"]] * 2
+    assert "all 3 tensors" in (result.folder / "diff.txt").read_text()
+
+
+@pytest.mark.parametrize("raw", ["lots", "-1", "nan"])
+def test_a_bad_log_budget_is_one_clear_error(reports, monkeypatch, raw):
+    monkeypatch.setenv("BTS_REPORT_LOG_MB", raw)
+    with pytest.raises(ValueError, match=f"BTS_REPORT_LOG_MB='{raw}': give MiB a side as a number >= 0"):
+        _big_case("bad")
+    assert not (reports / "unit" / "bad").exists()      # nothing half-written
