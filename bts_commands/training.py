@@ -1,18 +1,20 @@
-"""The framework-neutral parts of a training command: checks before a run, its bookkeeping (progress bar,
-loss log, checkpoint cadence) and the summary line it ends with. Each framework's train.py supplies
-`fit(config)` and calls `run_training`.
+"""The framework-neutral parts of a training command: checks before a run, the epochs loop, its bookkeeping
+(progress bar, loss log, checkpoint cadence) and the summary line it ends with. Each framework's train.py
+supplies `fit(config)`, which builds its model and optimizer and hands the rest to `train_run`, and
+calls `run_training`.
 """
 import csv
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bts_core.cli import InputError, run_command
-from bts_core.config import ConfigError, load_config, parse_args
+from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate, load_config, parse_args
 from bts_core.malloc import keep_freed_memory
-from bts_data.dataset import batch_indices
+from bts_data.dataset import BtsSamples, batch_indices
 from bts_data.synthetic import write_tree
 
 
@@ -170,3 +172,46 @@ def synthetic_tree(config):
     # the layout bts_data.synthetic writes: images under raw/ and depth under gt/ (KITTI), both in sync/ (NYU)
     data_path, gt_path = (root / "raw", root / "gt") if dataset == "kitti" else (root / "sync", root / "sync")
     return {**config, "data_path": str(data_path), "gt_path": str(gt_path), "filenames_file": str(train_list)}
+
+
+def epochs(step, batches, num_epochs, on_step=None, on_epoch=None, start_epoch=0, global_step=0):
+    """The training loop. `step(batch)` trains on one batch and returns (loss, the LR that step used);
+    `batches(epoch)` gives that epoch's batches; `on_step(record)` receives step, epoch, lr, loss and time
+    (s); `on_epoch(epoch, global_step)` runs after each epoch. Returns the global step reached."""
+    for epoch in range(start_epoch, num_epochs):
+        for batch in batches(epoch):
+            start = time.perf_counter()
+            loss, lr = step(batch)
+            record = {"step": global_step, "epoch": epoch, "lr": lr, "loss": loss, "time": time.perf_counter() - start}
+            global_step += 1
+            if on_step is not None:
+                on_step(record)
+        if on_epoch is not None:
+            on_epoch(epoch, global_step)
+    return global_step
+
+
+def train_run(config, model, optimizer, *, make_loader, build_scheduler, run_epochs, save, log_name, desc,
+              saved=None, lead=True, shard=None):
+    """What fit() does once its model and optimizer are built, the same in both frameworks: the samples and
+    the run's length, where a resumed run starts, the scheduler, the bookkeeping (RunProgress) and the
+    epochs. The framework supplies its make_loader, build_scheduler and run_epochs; `save(step)` writes a
+    checkpoint; `saved` is (global step, optimizer restored, source) of the state a run resumes; `shard(batch)`
+    is this process's share of a global batch. Returns the run's summary."""
+    samples = BtsSamples(config)
+    per_epoch, total = schedule_length(config, len(samples))
+    start = resume_at(config, *saved, per_epoch, total) if saved else Start()
+    scheduler = build_scheduler(optimizer, total, end_learning_rate(config), start.global_step)
+    run = RunProgress(config, total, save, log_name, desc, lead=lead, start=start)
+
+    def batches(epoch):
+        loader = make_loader(samples, batch_size=config["batch_size"], seed=config["seed"], epoch=epoch,
+                             shuffle=True, num_workers=config["num_threads"], skip_batches=start.batches_done(epoch))
+        return loader if shard is None else map(shard, loader)
+
+    try:
+        steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"], MIN_GT_DEPTH[config["dataset"]],
+                           run.on_step, run.on_epoch, start.epoch, start.global_step)
+    finally:
+        run.close()
+    return run.summary(steps)

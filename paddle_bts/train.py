@@ -15,7 +15,6 @@ ImageNet weights converted by conversion/backbone.py --to-paddle, the same numbe
 """
 import os
 import sys
-import time
 
 from bts_core.cli import quiet_paddle_import
 
@@ -23,10 +22,9 @@ quiet_paddle_import()   # run as a file, paddle comes before the paddle_bts pack
 
 import paddle  # noqa: E402 (after quiet_paddle_import)
 
-from bts_commands.training import (RunProgress, Start, resume_at, run_folder, run_training, schedule_length,
-                                   synthetic_tree)
+from bts_commands.training import epochs, run_folder, run_training, synthetic_tree, train_run
 from bts_core.cli import staged_outputs
-from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
+from bts_core.config import ConfigError
 from bts_core.spec import check_encoder
 from paddle_bts.backbone import load_encoder_weights
 from paddle_bts.bn import bn_statistics
@@ -93,29 +91,15 @@ def train_step(model, optimizer, batch, scheduler=None, min_depth=1.0):
     return float(loss.detach())
 
 
-def lr_before_step(optimizer, scheduler):
-    """The LR the next optimizer.step() will use (the scheduler's current value)."""
-    return optimizer.get_lr()
-
-
 def run_epochs(model, optimizer, scheduler, batches, num_epochs, min_depth, on_step=None, on_epoch=None,
                start_epoch=0, global_step=0):
-    """The training loop. `batches(epoch)` gives that epoch's batches; `on_step(record)` receives step,
-    epoch, lr (used by that step), loss and time (s); `on_epoch(epoch, global_step)` runs after each epoch."""
+    """bts_commands.training.epochs with Paddle's step; the LR a step uses is read before it (train_step
+    advances the scheduler after the step)."""
+    def step(batch):
+        lr = optimizer.get_lr()
+        return train_step(model, optimizer, batch, scheduler, min_depth), lr
     model.train()
-    for epoch in range(start_epoch, num_epochs):
-        for batch in batches(epoch):
-            start = time.perf_counter()
-            lr = lr_before_step(optimizer, scheduler)   # train_step advances the scheduler after its step
-            loss = train_step(model, optimizer, batch, scheduler, min_depth)
-            record = {"step": global_step, "epoch": epoch, "lr": lr, "loss": loss,
-                      "time": time.perf_counter() - start}
-            global_step += 1
-            if on_step is not None:
-                on_step(record)
-        if on_epoch is not None:
-            on_epoch(epoch, global_step)
-    return global_step
+    return epochs(step, batches, num_epochs, on_step, on_epoch, start_epoch, global_step)
 
 
 def set_device(config):
@@ -157,7 +141,6 @@ def shard(batch, rank, size):
 
 def fit(config):
     """Trains as `config` (a validated bts_core.config dict) says; returns a summary (steps, last loss, files)."""
-    from bts_data.dataset import BtsSamples
     from paddle_bts.data import make_loader
 
     if config["checkpoint_path"]:
@@ -190,26 +173,12 @@ def fit(config):
         # ResNet encoders carry an ImageNet head the forward never uses; the other encoders use everything.
         model = paddle.DataParallel(model, find_unused_parameters=check_encoder(config["encoder"]).family == "resnet")
 
-    samples = BtsSamples(config)
-    loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
-                       num_workers=config["num_threads"])
-    per_epoch, total = schedule_length(config, len(samples))
-    start = resume_at(config, saved_step, saved is not None, source, per_epoch, total) if source else Start()
-    scheduler = build_scheduler(optimizer, total, end_learning_rate(config), start.global_step)
     folder = run_folder(config)
-    run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
-                      LOSS_LOG, "paddle_bts train", lead=rank == 0, start=start)
-
-    def batches(epoch):
-        return (shard(batch, rank, size)
-                for batch in make_loader(samples, epoch=epoch, skip_batches=start.batches_done(epoch), **loader_args))
-
-    try:
-        steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
-                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch, start.epoch, start.global_step)
-    finally:
-        run.close()
-    return run.summary(steps)
+    return train_run(config, model, optimizer, make_loader=make_loader, build_scheduler=build_scheduler,
+                     run_epochs=run_epochs, save=lambda step: save_checkpoint(model, optimizer, folder, step),
+                     log_name=LOSS_LOG, desc="paddle_bts train", lead=rank == 0,
+                     saved=(saved_step, saved is not None, source) if source else None,
+                     shard=(lambda batch: shard(batch, rank, size)) if size > 1 else None)
 
 
 def main(argv=None) -> int:

@@ -109,6 +109,21 @@ def test_poly_lr_first_and_last_values():
     assert torch_sched.get_lr() == pytest.approx(1e-5, rel=1e-12) and paddle_opt.get_lr() == pytest.approx(1e-5, rel=1e-12)
 
 
+def test_the_shared_loop_numbers_steps_across_epochs_and_starts_where_told():
+    """bts_commands.training.epochs, the loop both frameworks' run_epochs hand their step to."""
+    from bts_commands.training import epochs
+    records, ends = [], []
+
+    def step(batch):        # a "batch" that is a number: (loss, LR used)
+        return batch * 0.5, batch / 1e4
+    reached = epochs(step, lambda epoch: [10 * epoch + 1, 10 * epoch + 2], 3, records.append,
+                     lambda epoch, global_step: ends.append((epoch, global_step)), start_epoch=1, global_step=2)
+    assert reached == 6 and ends == [(1, 4), (2, 6)]
+    assert [(r["step"], r["epoch"], r["loss"], r["lr"]) for r in records] == [
+        (2, 1, 5.5, 11e-4), (3, 1, 6.0, 12e-4), (4, 2, 10.5, 21e-4), (5, 2, 11.0, 22e-4)]
+    assert all(r["time"] >= 0 for r in records)
+
+
 def _torch_groups(model):
     """(trainable elements, weight decay) per group: torch's groups also list frozen parameters, as official."""
     optimizer = ttrain.build_optimizer(model)

@@ -11,13 +11,11 @@ optimizer state and global_step); a loss log `loss_log_torch.csv`. `checkpoint_p
 `encoder_weights` starts the encoder from a torchvision ImageNet checkpoint, as official training does.
 """
 import sys
-import time
 
 import torch
 
-from bts_commands.training import (RunProgress, Start, resume_at, run_folder, run_training, schedule_length,
-                                   synthetic_tree)
-from bts_core.config import MIN_GT_DEPTH, ConfigError, end_learning_rate
+from bts_commands.training import epochs, run_folder, run_training, synthetic_tree, train_run
+from bts_core.config import ConfigError
 from torch_ref.backbone import load_backbone
 from torch_ref.bts import build_model, freeze_encoder
 from torch_ref.checkpoint import read_checkpoint, save_official_checkpoint
@@ -98,28 +96,15 @@ def train_step(model, optimizer, batch, scheduler=None, min_depth=1.0):
     return float(loss.detach())
 
 
-def lr_of_last_step(optimizer, scheduler):
-    """The LR the last optimizer.step() used: what apply() wrote into the groups before it."""
-    return optimizer.param_groups[0]["lr"]
-
-
 def run_epochs(model, optimizer, scheduler, batches, num_epochs, min_depth, on_step=None, on_epoch=None,
                start_epoch=0, global_step=0):
-    """The training loop. `batches(epoch)` gives that epoch's batches; `on_step(record)` receives step,
-    epoch, lr (used by that step), loss and time (s); `on_epoch(epoch, global_step)` runs after each epoch."""
+    """bts_commands.training.epochs with torch's step; the LR a step used is the one apply() wrote into
+    the groups before it."""
+    def step(batch):
+        loss = train_step(model, optimizer, batch, scheduler, min_depth)
+        return loss, optimizer.param_groups[0]["lr"]
     model.train()
-    for epoch in range(start_epoch, num_epochs):
-        for batch in batches(epoch):
-            start = time.perf_counter()
-            loss = train_step(model, optimizer, batch, scheduler, min_depth)
-            record = {"step": global_step, "epoch": epoch, "lr": lr_of_last_step(optimizer, scheduler),
-                      "loss": loss, "time": time.perf_counter() - start}
-            global_step += 1
-            if on_step is not None:
-                on_step(record)
-        if on_epoch is not None:
-            on_epoch(epoch, global_step)
-    return global_step
+    return epochs(step, batches, num_epochs, on_step, on_epoch, start_epoch, global_step)
 
 
 def device_of(config):
@@ -136,7 +121,6 @@ def save_checkpoint(model, optimizer, folder, global_step):
 
 def fit(config):
     """Trains as `config` (a validated bts_core.config dict) says; returns a summary (steps, last loss, files)."""
-    from bts_data.dataset import BtsSamples
     from torch_ref.data import make_loader
 
     if config["load_weights_folder"]:
@@ -159,26 +143,11 @@ def fit(config):
         # as bts_main.py: the file's group settings (eps, weight decay) come with its state
         load_optimizer_state(optimizer, model, checkpoint.optimizer, source)
 
-    samples = BtsSamples(config)
-    loader_args = dict(batch_size=config["batch_size"], seed=config["seed"], shuffle=True,
-                       num_workers=config["num_threads"])
-    per_epoch, total = schedule_length(config, len(samples))
-    start = resume_at(config, checkpoint.global_step, checkpoint.optimizer is not None, source, per_epoch,
-                      total) if checkpoint else Start()
-    scheduler = build_scheduler(optimizer, total, end_learning_rate(config), start.global_step)
     folder = run_folder(config)
-    run = RunProgress(config, total, lambda step: save_checkpoint(model, optimizer, folder, step),
-                      LOSS_LOG, "torch_ref train", start=start)
-
-    def batches(epoch):
-        return make_loader(samples, epoch=epoch, skip_batches=start.batches_done(epoch), **loader_args)
-
-    try:
-        steps = run_epochs(model, optimizer, scheduler, batches, config["num_epochs"],
-                           MIN_GT_DEPTH[config["dataset"]], run.on_step, run.on_epoch, start.epoch, start.global_step)
-    finally:
-        run.close()
-    return run.summary(steps)
+    saved = (checkpoint.global_step, checkpoint.optimizer is not None, source) if checkpoint else None
+    return train_run(config, model, optimizer, make_loader=make_loader, build_scheduler=build_scheduler,
+                     run_epochs=run_epochs, save=lambda step: save_checkpoint(model, optimizer, folder, step),
+                     log_name=LOSS_LOG, desc="torch_ref train", saved=saved)
 
 
 def main(argv=None) -> int:
