@@ -1,10 +1,12 @@
-"""Device and precision control for the alignment stages, and the index written after every run."""
+"""Device and precision control for the alignment stages, the free disk said first, and the index written after
+every run."""
 import os
+import tempfile
 
 import pytest
 import torch
 
-from alignment.harness import clean_reports, write_index, write_run_header
+from alignment.harness import REPORTS, clean_reports, disk_header, write_index, write_run_header
 from paddle_bts import onednn_conv
 
 
@@ -34,6 +36,10 @@ def pytest_configure(config):
         raise pytest.UsageError("--torch-device cuda asked for, but torch sees no CUDA device")
     import paddle
     paddle.set_device(config.getoption("--paddle-device"))
+
+
+def pytest_report_header(config):
+    return disk_header({"reports": REPORTS, "tmp": tempfile.gettempdir()})   # a full disk, said first
 
 
 def pytest_sessionstart(session):

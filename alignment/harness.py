@@ -9,6 +9,7 @@ NaN pass and transposes mismatched shapes silently.
 import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,26 @@ REPORTS = Path(os.environ.get("BTS_REPORTS", Path(__file__).resolve().parents[1]
 # came to 8.2 GB (76 cases; one resume case 968 MB a side), enough to fill a CI disk; within 32 MiB they
 # come to 1.1 GB (measured on the reports of one run), and the worst tensors, the ones a failure needs, stay.
 LOG_MB_DEFAULT = 32
+
+
+# The most a default run had written at once (reports, pytest's tmp_path, exports), above what it found:
+# 4.52 GB, sampled every 5 s with df on a fresh clone (AMD EPYC, 2026-11-26). Before the reprod_log budget
+# and tmp_path retention it was about 18 GB, and a CI run failed midway with its disk full.
+RUN_WRITES_GB = 4.52
+
+
+def disk_header(folders):
+    """One line on the free space where the run writes, and a warning where it is less than a run needs."""
+    lines, short = [], False
+    for what, folder in folders.items():
+        existing = next(p for p in [Path(folder), *Path(folder).parents] if p.exists())
+        free = shutil.disk_usage(existing).free / 1e9
+        lines.append(f"{what} {folder}: {free:.1f} GB free")
+        short |= free < RUN_WRITES_GB
+    line = f"disk: {'; '.join(lines)} (a default run writes up to {RUN_WRITES_GB} GB at once)"
+    if short:
+        line += " -- WARNING: less free than that: expect 'No space left on device' failures"
+    return line
 
 
 @contextlib.contextmanager

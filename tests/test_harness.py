@@ -154,3 +154,17 @@ def test_a_bad_log_budget_is_one_clear_error(reports, monkeypatch, raw):
     with pytest.raises(ValueError, match=f"BTS_REPORT_LOG_MB='{raw}': give MiB a side as a number >= 0"):
         _big_case("bad")
     assert not (reports / "unit" / "bad").exists()      # nothing half-written
+
+
+@pytest.mark.parametrize("free_gb,warns", [(harness.RUN_WRITES_GB + 0.5, False), (harness.RUN_WRITES_GB - 0.5, True)])
+def test_the_header_warns_where_the_disk_holds_less_than_a_run_writes(tmp_path, monkeypatch, free_gb, warns):
+    seen = []
+
+    class Usage:
+        free = int(free_gb * 1e9)
+    monkeypatch.setattr(harness.shutil, "disk_usage", lambda path: seen.append(path) or Usage)
+    folders = {"reports": tmp_path / "not" / "made", "tmp": tmp_path}
+    line = harness.disk_header(folders)
+    assert seen == [tmp_path, tmp_path]       # a folder not made yet: the disk of its nearest existing parent
+    assert line.startswith(f"disk: reports {folders['reports']}: {free_gb:.1f} GB free; tmp {tmp_path}: ")
+    assert ("WARNING: less free than that" in line) == warns
