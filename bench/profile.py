@@ -25,6 +25,7 @@ from bench.cli import REPO, BenchError, machine, parse_size
 from bench.worker import inputs, measure
 from bts_core.malloc import keep_freed_memory
 from bts_core.spec import ENCODERS
+
 CONV_SHAPE = re.compile(r"ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
 
 
@@ -79,8 +80,8 @@ def report(table, wall_ms, meta):
                .sort_values("ms", ascending=False))
     by_kind["share of call"] = (by_kind["ms"] / wall_ms).map("{:.1%}".format)
     by_kind["GFLOP/s"] = (by_kind["GFLOP"] / by_kind["ms"] * 1e3).where(by_kind["GFLOP"] > 0)
-    others = table[~table["kind"].isin(["convolution"])].nlargest(10, "ms")
-    convs = table[table["kind"] == "convolution"]
+    is_conv = table["kind"] == "convolution"
+    others, convs = table[~is_conv].nlargest(10, "ms"), table[is_conv]
     lines = [f"# Paddle Inference, primitive by primitive: {meta['encoder']} {meta['size']}, {meta['threads']} "
              f"threads", "", f"- CPU: {meta['cpu']}; paddle {meta['paddle']}; {meta['malloc']}",
              f"- the logged call: {wall_ms:.1f} ms wall; in oneDNN primitives {total:.1f} ms "

@@ -178,24 +178,21 @@ def skips_first(model):
     the skip first (bts.join), and the layers reading those concats take their input channels in that order,
     permuted here and put back afterwards. Why: oneDNN gives a concat of plain layouts the first input's
     (oneDNN 3.6, concat_pd.hpp); the upconv's interleave leaves NCHW and the encoder's convolutions NHWC, so
-    with the upconv first the decoder ran NCHW from concat4 on, with reorders and NCHW batch norms. AMD EPYC,
-    352x704, 2 threads, timed in one run: reorders 40.8 -> 21.8 ms, NCHW batch norm 28.7 -> 2.5 ms."""
+    with the upconv first the decoder ran NCHW from concat4 on, with reorders and NCHW batch norms. bench.profile,
+    AMD EPYC, 352x704, 2 threads, two alternated pairs: reorders 40.6 / 40.1 -> 23.8 / 22.1 ms, NCHW batch norm
+    21.9 / 22.0 -> 3.7 / 2.5 ms."""
     decoder = model.decoder
-    concat4 = None
     readers = []
-    for conv, bn in (("conv5", "bn5"), ("conv4", "bn4"), ("conv3", "bn3"), ("conv2", "bn2")):
+    # conv3 / conv2 also read a 1-channel depth map after the skip
+    for conv, bn, rest in (("conv5", "bn5", 0), ("conv4", "bn4", 0), ("conv3", "bn3", 1), ("conv2", "bn2", 1)):
         first = getattr(decoder, conv)[0]
-        up = getattr(decoder, bn).weight.shape[0]
-        rest = 0 if conv in ("conv5", "conv4") else 1       # conv3 / conv2 also read a 1-channel depth map
-        order = _swapped(up, first.weight.shape[1] - up - rest, first.weight.shape[1])
-        readers.append((first, order))
-        if conv == "conv4":
-            concat4 = order
+        cin, up = first.weight.shape[1], getattr(decoder, bn).weight.shape[0]
+        readers.append((first, _swapped(up, cin - up - rest, cin)))
+    up4, skip4 = decoder.bn4.weight.shape[0], decoder.conv4[0].weight.shape[1] - decoder.bn4.weight.shape[0]
     for name in ("daspp_6", "daspp_12", "daspp_18", "daspp_24"):    # each reads concat4, then earlier daspp outputs
         sequence = getattr(decoder, name).atrous_conv
-        conv = sequence.aconv_sequence[1]
-        order = concat4 + list(range(len(concat4), conv.weight.shape[1]))
-        readers += [(sequence.first_bn, order), (conv, order)]
+        order = _swapped(up4, skip4, sequence.aconv_sequence[1].weight.shape[1])
+        readers += [(sequence.first_bn, order), (sequence.aconv_sequence[1], order)]
     for layer, order in readers:
         _reorder_inputs(layer, order)
     setattr(decoder, SKIPS_FIRST, True)
