@@ -12,7 +12,7 @@ from paddle.static import InputSpec
 
 from bts_core.spec import INPUT_MULTIPLE, OUTPUT_NAMES
 from conversion.manifest import file_entry
-from paddle_bts.bts import skips_first, upconvs_by_phases
+from paddle_bts.bts import upconvs_transposed
 from paddle_bts.inference import PARAMS_SUFFIX, PREFIX, PROGRAM_SUFFIXES
 
 
@@ -52,7 +52,7 @@ def export_inference(paddle_model, folder, height, width):
     try:
         # The bound forward, not the layer: to_static(layer) would replace the caller's forward for good.
         # full_graph: dy2static's AST mode, which traces the encoder's children loop and the LPG as Python.
-        with upconvs_by_phases(paddle_model), skips_first(paddle_model):
+        with upconvs_transposed(paddle_model):
             forward = paddle.jit.to_static(paddle_model.forward, input_spec=spec, full_graph=True)
             paddle.jit.save(forward, str(folder / PREFIX), input_spec=spec,
                             input_names_after_prune=[s.name for s in kept])

@@ -57,41 +57,35 @@ def repeat_pixels(x, r):
     return paddle._C_ops.conv2d_transpose(x, ones, [r, r], [0, 0], [], [], "EXPLICIT", channels, [1, 1], "NCHW")
 
 
-# PHASE_TAPS[a][k]: the rows (columns) of a 3 x 3 kernel that read source row (column) k of a 2 x 2 window,
-# for output rows (columns) of parity a after nearest x2 upsampling.
-PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
-PHASE_KERNELS = "phase_kernels"     # an upconv's attribute while upconvs_by_phases holds
+# UPSAMPLE_TAPS[k][r]: 1 where tap r of a 3 x 3 kernel's row (column) lands on tap k of the 4 x 4 transposed
+# kernel below. An output row 2t reads source rows t - 1 (tap 0) and t (taps 1, 2); a row 2t + 1 reads
+# t (taps 0, 1) and t + 1 (tap 2); with stride 2 and padding 1 those are transposed taps 3, 1, 2 and 0.
+UPSAMPLE_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+UPSAMPLE_KERNEL = "upsample_kernel"     # an upconv's attribute while upconvs_transposed holds
 
 
-def phase_kernels(weight):
-    """[cout, cin, 3, 3] -> [4 cout, cin, 2, 2]: at 4c + 2a + b, output channel c's 2 x 2 kernel for the output
-    pixels of row parity a and column parity b (the taps of `weight` that land on one source pixel, summed)."""
-    fold = paddle.to_tensor([[[1.0 if r in PHASE_TAPS[a][k] else 0.0 for r in range(3)] for k in range(2)]
-                             for a in range(2)], dtype=weight.dtype).reshape([4, 3])   # [(a, k), r]
-    folded = paddle.matmul(paddle.matmul(fold, weight), fold, transpose_y=True)     # [cout, cin, (a, k), (b, l)]
-    cout, cin = weight.shape[0], weight.shape[1]
-    folded = folded.reshape([cout, cin, 2, 2, 2, 2]).transpose([0, 2, 4, 1, 3, 5])  # [cout, a, b, cin, k, l]
-    return folded.reshape([cout * 4, cin, 2, 2])
+def upsample_kernel(weight):
+    """[cout, cin, 3, 3] -> [cin, cout, 4, 4], the transposed convolution (stride 2, padding 1) that equals
+    nearest x2 upsampling followed by the 3 x 3 convolution with padding 1: each 3 x 3 row (column) tap
+    folded onto the 4 x 4 tap that reads the same source pixel (UPSAMPLE_TAPS), summed."""
+    fold = paddle.to_tensor(UPSAMPLE_TAPS, dtype=weight.dtype)                       # [k, r]
+    return paddle.matmul(paddle.matmul(fold, weight), fold, transpose_y=True).transpose([1, 0, 2, 3])
 
 
-def upsample2_conv3x3(x, kernels):
+def upsample2_conv3x3(x, kernel):
     """conv3x3(nearest x2 upsampling of x) with padding 1 and no bias, the official upconv, for a static graph;
-    `kernels` are the 3 x 3 weight's `phase_kernels`.
+    `kernel` is the 3 x 3 weight's `upsample_kernel`.
 
-    It works at x's resolution: each output pixel of parities (a, b) reads a 2 x 2 source window, so one
-    2 x 2 convolution with the four phases' kernels (padding 1) gives every phase with 4/9 of
-    the direct form's multiply-adds, and the upsampled input is never written. A transposed convolution with
-    a 0/1 kernel (stride 2, groups = cout) interleaves the phases, each output pixel one product y * 1.0, and
-    its padding of one drops the windows past the source. Summing taps before multiplying rounds differently
-    from the direct form, within fp32 noise (tests/test_export_bench.py; the `deploy` stage).
+    One transposed convolution (stride 2, padding 1) at x's resolution: every output pixel reads a 2 x 2
+    source window, so it does 4/9 of the direct form's multiply-adds and the upsampled input is never
+    written. oneDNN runs it as its NHWC brgemm deconvolution, so the decoder stays in the layout of the
+    convolutions around it. (The earlier form, one 2 x 2 convolution giving the four phases and a grouped 0/1
+    transposed convolution interleaving them, did the same multiply-adds, but oneDNN ran the interleave as a
+    GEMM in plain NCHW, with reorders and plain-layout batch norms after it.) Summing taps before multiplying
+    rounds differently from the direct form, within fp32 noise (tests/test_export_bench.py; the `deploy`
+    stage).
     """
-    cout = kernels.shape[0] // 4
-    phases = F.conv2d(x, kernels, padding=1)                          # [N, 4 cout, H + 1, W + 1]
-    # input channel 4c + 2a + b of group c -> offset (1 - a, 1 - b) of its 2 x 2 output block
-    pick = paddle.to_tensor([[[[1.0 if (i, j) == (1 - p // 2, 1 - p % 2) else 0.0 for j in range(2)]
-                               for i in range(2)]] for p in range(4)], dtype=x.dtype)
-    pick = paddle.tile(pick, [cout, 1, 1, 1])
-    return paddle._C_ops.conv2d_transpose(phases, pick, [2, 2], [1, 1], [], [], "EXPLICIT", cout, [1, 1], "NCHW")
+    return F.conv2d_transpose(x, kernel, stride=2, padding=1)
 
 
 def conv_elu(cin, cout):
@@ -123,85 +117,30 @@ class upconv(nn.Layer):  # noqa: N801
         self.ratio = ratio
 
     def forward(self, x):
-        kernels = getattr(self, PHASE_KERNELS, None)     # set only while an export traces (upconvs_by_phases)
-        if kernels is not None:        # the same function, 4/9 of the work
-            # The ELU stays after the interleave, between it and the decoder's batch norm: Paddle 3.3.1's
-            # conv2d_transpose_bn_fuse_pass scales a grouped transposed convolution's weights along the wrong
-            # axis ("Broadcast dimension mismatch ... [2048, 2, 1, 2] and [512, 1, 1, 1]"), and an ELU moved
-            # before it (to fuse into the convolution) gained nothing measurable: 1.19-1.22 s either way.
-            return self.elu(upsample2_conv3x3(x, kernels))
+        kernel = getattr(self, UPSAMPLE_KERNEL, None)     # set only while an export traces (upconvs_transposed)
+        if kernel is not None:        # the same function, 4/9 of the work
+            return self.elu(upsample2_conv3x3(x, kernel))
         return self.elu(self.conv(resize_nearest(x, self.ratio)))
 
 
 @contextmanager
-def upconvs_by_phases(model):
-    """For an export (static graph): every ratio-2 upconv in `model` computes by phases (upsample2_conv3x3),
-    with its phase kernels folded here, once, into a parameter of its own that the program saves. Folding
-    them inside the graph instead broke Paddle Inference's bf16 passes (Intel AMX, Paddle 3.3.1: conv2d got
-    the 6-D filter [512, 2, 2, 1280, 2, 2], the reshape before it lost). The model is as before afterwards."""
+def upconvs_transposed(model):
+    """For an export (static graph): every ratio-2 upconv in `model` runs as one transposed convolution
+    (upsample2_conv3x3), its kernel folded here, once, into a parameter of its own that the program saves.
+    Folding kernels inside the graph instead broke Paddle Inference's bf16 passes (Intel AMX, Paddle 3.3.1:
+    conv2d got the 6-D filter [512, 2, 2, 1280, 2, 2], the reshape before it lost). The model is as before
+    afterwards."""
     layers = [layer for layer in model.sublayers(include_self=True) if isinstance(layer, upconv) and layer.ratio == 2]
     for layer in layers:
         with paddle.no_grad():
-            kernels = phase_kernels(layer.conv.weight)
-        setattr(layer, PHASE_KERNELS, paddle.create_parameter(
-            kernels.shape, kernels.dtype, default_initializer=nn.initializer.Assign(kernels)))
+            kernel = upsample_kernel(layer.conv.weight)
+        setattr(layer, UPSAMPLE_KERNEL, paddle.create_parameter(
+            kernel.shape, kernel.dtype, default_initializer=nn.initializer.Assign(kernel)))
     try:
         yield
     finally:
         for layer in layers:
-            delattr(layer, PHASE_KERNELS)
-
-
-SKIPS_FIRST = "skips_first"     # the decoder's attribute while skips_first holds
-
-
-def _swapped(up, skip, total):
-    """Input channel order after a concat of [up, skip, rest] becomes [skip, up, rest]: new j reads old order[j]."""
-    return list(range(up, up + skip)) + list(range(up)) + list(range(up + skip, total))
-
-
-def _reorder_inputs(layer, order):
-    """Gathers `layer`'s input channels in `order`: a convolution's weight along axis 1, a batch norm's
-    per-channel parameters and statistics along axis 0. A gather, so undoing it is exact."""
-    index = paddle.to_tensor(order, dtype="int64")
-    if isinstance(layer, nn.Conv2D):
-        layer.weight.set_value(paddle.index_select(layer.weight, index, axis=1))
-        return
-    for tensor in layer.state_dict().values():
-        if tensor.shape == [len(order)]:
-            tensor.set_value(paddle.index_select(tensor, index, axis=0))
-
-
-@contextmanager
-def skips_first(model):
-    """For an export (static graph): each decoder concat of an upconv's output with an encoder skip puts
-    the skip first (bts.join), and the layers reading those concats take their input channels in that order,
-    permuted here and put back afterwards. Why: oneDNN gives a concat of plain layouts the first input's
-    (oneDNN 3.6, concat_pd.hpp); the upconv's interleave leaves NCHW and the encoder's convolutions NHWC, so
-    with the upconv first the decoder ran NCHW from concat4 on, with reorders and NCHW batch norms. bench.profile,
-    AMD EPYC, 352x704, 2 threads, two alternated pairs: reorders 40.6 / 40.1 -> 23.8 / 22.1 ms, NCHW batch norm
-    21.9 / 22.0 -> 3.7 / 2.5 ms."""
-    decoder = model.decoder
-    readers = []
-    # conv3 / conv2 also read a 1-channel depth map after the skip
-    for conv, bn, rest in (("conv5", "bn5", 0), ("conv4", "bn4", 0), ("conv3", "bn3", 1), ("conv2", "bn2", 1)):
-        first = getattr(decoder, conv)[0]
-        cin, up = first.weight.shape[1], getattr(decoder, bn).weight.shape[0]
-        readers.append((first, _swapped(up, cin - up - rest, cin)))
-    up4, skip4 = decoder.bn4.weight.shape[0], decoder.conv4[0].weight.shape[1] - decoder.bn4.weight.shape[0]
-    for name in ("daspp_6", "daspp_12", "daspp_18", "daspp_24"):    # each reads concat4, then earlier daspp outputs
-        sequence = getattr(decoder, name).atrous_conv
-        order = _swapped(up4, skip4, sequence.aconv_sequence[1].weight.shape[1])
-        readers += [(sequence.first_bn, order), (sequence.aconv_sequence[1], order)]
-    for layer, order in readers:
-        _reorder_inputs(layer, order)
-    setattr(decoder, SKIPS_FIRST, True)
-    try:
-        yield
-    finally:
-        delattr(decoder, SKIPS_FIRST)
-        for layer, order in readers:
-            _reorder_inputs(layer, sorted(range(len(order)), key=order.__getitem__))
+            delattr(layer, UPSAMPLE_KERNEL)
 
 
 class reduction_1x1(nn.Layer):  # noqa: N801
@@ -297,19 +236,14 @@ class bts(nn.Layer):  # noqa: N801 - the official decoder class
         self.conv1 = conv_elu(*L["conv1"])
         self.get_depth = nn.Sequential(nn.Conv2D(*L["get_depth"], 3, 1, 1, bias_attr=False), nn.Sigmoid())
 
-    def join(self, up, skip, *rest):
-        """The official concat([up, skip, *rest]); while an export traces (skips_first), the skip comes first."""
-        first = [skip, up] if getattr(self, SKIPS_FIRST, False) else [up, skip]
-        return paddle.concat(first + list(rest), axis=1)
-
     def scaled_depth(self, reduc, lpg, focal):
         return lpg(plane_equation(reduc), focal).unsqueeze(1) / self.max_depth
 
     def forward(self, features, focal):
         skip0, skip1, skip2, skip3, dense = features
         dense = F.relu(dense)
-        iconv5 = self.conv5(self.join(self.bn5(self.upconv5(dense)), skip3))
-        concat4 = self.join(self.bn4(self.upconv4(iconv5)), skip2)
+        iconv5 = self.conv5(paddle.concat([self.bn5(self.upconv5(dense)), skip3], axis=1))
+        concat4 = paddle.concat([self.bn4(self.upconv4(iconv5)), skip2], axis=1)
         iconv4 = self.bn4_2(self.conv4(concat4))
 
         daspp_3 = self.daspp_3(iconv4)
@@ -325,11 +259,11 @@ class bts(nn.Layer):  # noqa: N801 - the official decoder class
 
         depth_8x8_scaled = self.scaled_depth(self.reduc8x8(daspp_feat), self.lpg8x8, focal)
         depth_8x8_scaled_ds = resize_nearest(depth_8x8_scaled, 0.25)
-        iconv3 = self.conv3(self.join(self.bn3(self.upconv3(daspp_feat)), skip1, depth_8x8_scaled_ds))
+        iconv3 = self.conv3(paddle.concat([self.bn3(self.upconv3(daspp_feat)), skip1, depth_8x8_scaled_ds], axis=1))
 
         depth_4x4_scaled = self.scaled_depth(self.reduc4x4(iconv3), self.lpg4x4, focal)
         depth_4x4_scaled_ds = resize_nearest(depth_4x4_scaled, 0.5)
-        iconv2 = self.conv2(self.join(self.bn2(self.upconv2(iconv3)), skip0, depth_4x4_scaled_ds))
+        iconv2 = self.conv2(paddle.concat([self.bn2(self.upconv2(iconv3)), skip0, depth_4x4_scaled_ds], axis=1))
 
         depth_2x2_scaled = self.scaled_depth(self.reduc2x2(iconv2), self.lpg2x2, focal)
 
