@@ -26,7 +26,8 @@ from bench.worker import inputs, measure
 from bts_core.malloc import keep_freed_memory
 from bts_core.spec import ENCODERS
 
-CONV_SHAPE = re.compile(r"ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
+CONV_SHAPE = re.compile(r"mb(\d+)_ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
+COLUMNS = ["kind", "implementation", "layouts", "shape", "ms", "GFLOP", "multiply_adds", "outputs"]
 
 
 def verbose_lines(call):
@@ -49,27 +50,35 @@ def verbose_lines(call):
         return log.read().decode(errors="replace").splitlines()
 
 
-def conv_gflop(kind, shape):
-    """Multiply-adds x 2 of a (de)convolution from its verbose shape (g32mb1_ic128oc32_ih177oh352kh2...)."""
+def conv_work(kind, shape):
+    """(GFLOP, multiply-adds, output values) of a (de)convolution from its verbose shape
+    (g32mb1_ic128oc32_ih177oh352kh2...); zeros for other primitives."""
     if kind not in ("convolution", "deconvolution"):
-        return 0.0
+        return 0.0, 0, 0
     groups = int(shape[1:shape.index("mb")]) if shape.startswith("g") else 1
-    ic, oc, ih, oh, kh, iw, ow, kw = map(int, CONV_SHAPE.search(shape).groups())
+    mb, ic, oc, ih, oh, kh, iw, ow, kw = map(int, CONV_SHAPE.search(shape).groups())
     pixels = oh * ow if kind == "convolution" else ih * iw   # a deconvolution's kernel visits its input
-    return 2 * ic * (oc // groups) * kh * kw * pixels / 1e9
+    multiply_adds = mb * ic * (oc // groups) * kh * kw * pixels
+    return 2 * multiply_adds / 1e9, multiply_adds, mb * oc * oh * ow
 
 
 def primitives(lines):
-    """One row per executed primitive: kind, implementation, layouts, shape, ms, GFLOP."""
+    """One row per executed primitive: kind, implementation, layouts, shape, ms, and a (de)convolution's work."""
     rows = []
     for line in lines:
         fields = line.split(",")
         if fields[0] != "onednn_verbose" or "exec" not in fields[2:4]:
             continue
         kind, impl, layouts, shape, ms = fields[5], fields[6], fields[8], fields[-2], float(fields[-1])
-        rows.append({"kind": kind, "implementation": impl, "layouts": layouts, "shape": shape, "ms": ms,
-                     "GFLOP": conv_gflop(kind, shape)})
-    return pd.DataFrame(rows, columns=["kind", "implementation", "layouts", "shape", "ms", "GFLOP"])
+        rows.append(dict(zip(COLUMNS, (kind, impl, layouts, shape, ms, *conv_work(kind, shape)))))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def arithmetic(table):
+    """Rows of (de)convolutions that do more than one multiply-add per output value: the network's arithmetic.
+    A transposed convolution with a 0/1 kernel that repeats pixels (nearest upsampling) is a copy, one
+    product per output value, and counts with the memory-bound rest."""
+    return table["multiply_adds"] > table["outputs"]
 
 
 def report(table, wall_ms, meta):
@@ -80,18 +89,18 @@ def report(table, wall_ms, meta):
                .sort_values("ms", ascending=False))
     by_kind["share of call"] = (by_kind["ms"] / wall_ms).map("{:.1%}".format)
     by_kind["GFLOP/s"] = (by_kind["GFLOP"] / by_kind["ms"] * 1e3).where(by_kind["GFLOP"] > 0)
-    is_conv = table["kind"] == "convolution"
+    is_conv = arithmetic(table)
     others, convs = table[~is_conv].nlargest(10, "ms"), table[is_conv]
     lines = [f"# Paddle Inference, primitive by primitive: {meta['encoder']} {meta['size']}, {meta['threads']} "
              f"threads", "", f"- CPU: {meta['cpu']}; paddle {meta['paddle']}; {meta['malloc']}",
              f"- the logged call: {wall_ms:.1f} ms wall; in oneDNN primitives {total:.1f} ms "
              f"({total / wall_ms:.1%}); outside them (Paddle's native ops, its executor) {wall_ms - total:.1f} ms",
              f"- unlogged calls (median of {meta['timed']}): {meta['median_ms']:.1f} ms: the log's own cost is the "
-             f"difference", f"- convolutions: {convs['GFLOP'].sum():.1f} GFLOP in {convs['ms'].sum():.1f} ms, "
+             f"difference", f"- convolutions (transposed ones included, pixel repeats not): {convs['GFLOP'].sum():.1f} GFLOP in {convs['ms'].sum():.1f} ms, "
              f"{convs['GFLOP'].sum() / convs['ms'].sum() * 1e3:.1f} GFLOP/s", "",
              "## By primitive kind and implementation", "",
              by_kind.to_markdown(index=False, floatfmt=".2f"), "",
-             "## The ten costliest primitives other than convolutions", "",
+             "## The ten costliest primitives other than convolutions (the memory-bound rest)", "",
              others[["ms", "kind", "implementation", "shape", "layouts"]].to_markdown(index=False, floatfmt=".2f"), ""]
     return "\n".join(lines)
 

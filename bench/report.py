@@ -76,8 +76,8 @@ def floor_lines(floor, exported):
     lines += [f"| {task} | {f['GFLOP']:.1f} | {f['floor_s']:.3f} |" for task, f in floor["tasks"].items()]
     if exported:
         lines += ["", "The FLOPs are the official network's. A Paddle Inference export does fewer: it computes each "
-                      "upconv (nearest x2, then 3x3) as a 2x2 convolution per output phase, 4/9 of that layer's "
-                      "multiply-adds (paddle_bts.bts.upsample2_conv3x3)."]
+                      "upconv (nearest x2, then 3x3) as one stride-2 transposed convolution that reads a 2x2 window "
+                      "per output pixel, 4/9 of that layer's multiply-adds (paddle_bts.bts.upsample2_conv3x3)."]
     return lines
 
 

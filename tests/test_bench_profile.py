@@ -10,24 +10,45 @@ CONV = ("onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forw
 INTERLEAVE = ("onednn_verbose,v1,primitive,exec,cpu,deconvolution,conv:any+x64:gemm:jit,forward_inference,src:f32:a:"
               "blocked:abcd::f0 wei:f32:a:blocked:acbde::f0 bia:undef::undef::: dst:f32:a:blocked:abcd::f0,,alg:"
               "deconvolution_direct,g32mb1_ic128oc32_ih177oh352kh2sh2dh0ph1_iw353ow704kw2sw2dw0pw1,12.33")
+UPCONV = ("onednn_verbose,v1,primitive,exec,cpu,deconvolution,brg_deconv:avx2+brgconv_strided:avx2,forward_inference,"
+          "src:f32:a:blocked:acdb::f0 wei:f32:a:blocked:Acdb16a::f0 bia:undef::undef::: dst:f32:a:blocked:acdb::f0,,"
+          "alg:deconvolution_direct,mb1_ic64oc32_ih176oh352kh4sh2dh0ph1_iw352ow704kw4sw2dw0pw1,22.35")
+REPEAT = ("onednn_verbose,v1,primitive,exec,cpu,deconvolution,brg_deconv:avx2+brgconv_strided:avx2,forward_inference,"
+          "src:f32:a:blocked:abcd::f0 wei:f32:a:blocked:abcd::f0 bia:undef::undef::: dst:f32:a:blocked:abcd::f0,,"
+          "alg:deconvolution_direct,mb1_ic1oc1_ih44oh352kh8sh8dh0ph0_iw88ow704kw8sw8dw0pw0,1.21")
 CREATED = "onednn_verbose,v1,primitive,create:cache_miss,cpu,eltwise,jit:avx2,forward_training,data:f32::blocked:abcd::f0,,alg:eltwise_elu,1x32x352x704,0.02"
 
 
 def test_lines_become_rows_with_their_work():
-    table = profile.primitives([CONV, "unrelated output", CREATED, INTERLEAVE])
-    assert list(table["kind"]) == ["convolution", "deconvolution"]
-    assert list(table["ms"]) == [30.35, 12.33]
-    # 2 x 64 x 128 x 2 x 2 per output pixel (177 x 353); the deconvolution: 2 x 128 x (32 / 32) x 2 x 2 per input pixel
-    assert table["GFLOP"].tolist() == pytest.approx([2 * 64 * 128 * 4 * 177 * 353 / 1e9, 2 * 128 * 4 * 177 * 353 / 1e9])
+    table = profile.primitives([CONV, "unrelated output", CREATED, INTERLEAVE, UPCONV])
+    assert list(table["kind"]) == ["convolution", "deconvolution", "deconvolution"]
+    assert list(table["ms"]) == [30.35, 12.33, 22.35]
+    # per output pixel (177 x 353) 64 x 128 x 2 x 2; a deconvolution's kernel visits its input pixels:
+    # the interleave 128 x (32 / 32) x 2 x 2 per 177 x 353, the upconv 64 x 32 x 4 x 4 per 176 x 352
+    macs = [64 * 128 * 4 * 177 * 353, 128 * 4 * 177 * 353, 64 * 32 * 16 * 176 * 352]
+    assert table["multiply_adds"].tolist() == macs
+    assert table["GFLOP"].tolist() == pytest.approx([2 * m / 1e9 for m in macs])
+    assert table["outputs"].tolist() == [128 * 177 * 353, 32 * 352 * 704, 32 * 352 * 704]
+
+
+def test_a_transposed_convolution_is_arithmetic_and_a_pixel_repeat_is_not():
+    # repeat_pixels (LPG 8 x 8): one product by 1.0 per output value, a copy. The old phase interleave did
+    # four per value (three by zero) and counted as arithmetic.
+    table = profile.primitives([CONV, INTERLEAVE, UPCONV, REPEAT])
+    assert table["multiply_adds"][3] == table["outputs"][3] == 352 * 704
+    assert profile.arithmetic(table).tolist() == [True, True, True, False]
 
 
 def test_the_report_splits_the_call_into_primitives_and_the_rest():
-    table = profile.primitives([CONV, INTERLEAVE])
-    meta = {"encoder": "e", "size": "352x704", "threads": 2, "cpu": "c", "paddle": "p", "timed": 3, "median_ms": 50.0,
+    table = profile.primitives([CONV, UPCONV, REPEAT])
+    meta = {"encoder": "e", "size": "352x704", "threads": 2, "cpu": "c", "paddle": "p", "timed": 3, "median_ms": 60.0,
             "malloc": "m"}
-    text = profile.report(table, 50.0, meta)
-    assert "in oneDNN primitives 42.7 ms (85.4%); outside them (Paddle's native ops, its executor) 7.3 ms" in text
-    assert f"{table['GFLOP'][0] / 30.35 * 1e3:.1f} GFLOP/s" in text
+    text = profile.report(table, 60.0, meta)
+    assert "in oneDNN primitives 53.9 ms (89.9%); outside them (Paddle's native ops, its executor) 6.1 ms" in text
+    arithmetic = table["GFLOP"][0] + table["GFLOP"][1]
+    assert f"{arithmetic:.1f} GFLOP in 52.7 ms, {arithmetic / 52.7 * 1e3:.1f} GFLOP/s" in text
+    others = text.split("## The ten costliest primitives other than convolutions")[1]
+    assert "mb1_ic1oc1_ih44oh352" in others and "mb1_ic64oc32" not in others
 
 
 def test_a_real_call_is_logged_and_the_log_is_off_afterwards(tmp_path, capfd):
