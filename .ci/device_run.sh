@@ -70,7 +70,7 @@ want profile && { echo "== Paddle Inference primitive by primitive, cpus $PAIR (
 for size in 352x704 352x1216; do
   timeout -s INT 90 taskset -c $PAIR $PY -m bench.profile --threads 2 --size $size --out $OUT/onednn_profile_$size.md \
     > $OUT/profile_$size.log 2>&1
-  grep -E "logged call|convolutions:" $OUT/profile_$size.log
+  grep -E "logged call|^- convolutions" $OUT/profile_$size.log
 done; pack; }
 
 want bf16 && { echo "== bf16 deploy stage ($(left) s left)"
