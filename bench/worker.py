@@ -87,7 +87,44 @@ def inputs(batch, height, width, seed=0):
     return image, depth, np.full((batch,), KITTI_FOCAL, np.float32)
 
 
-# ---- backends --------------------------------------------------------------------------------------
+# ---- backends: one set of tasks, two thin framework adapters ---------------------------------------
+
+def eager_tasks(model, to_tensor, no_grad, build_optimizer, train_step, trace=lambda model: model):
+    """forward(height, width) and train(batch, height, width): each builds its inputs and returns the call
+    to time; the framework comes in through the arguments (tensor conversion, no-grad context, the
+    framework's own optimizer and train step, and an optional tracer for the train step's model)."""
+    def forward(height, width):
+        image, _, focal = inputs(1, height, width)
+        x, f = to_tensor(image), to_tensor(focal)
+        model.eval()
+
+        def call():
+            with no_grad():
+                model(x, f)
+        return call
+
+    def train(batch, height, width):
+        image, depth, focal = inputs(batch, height, width)
+        model.train()
+        optimizer = build_optimizer(model)
+        data = {"image": to_tensor(image), "depth": to_tensor(depth), "focal": to_tensor(focal)}
+        runnable = trace(model)
+        return lambda: train_step(runnable, optimizer, data)
+    return forward, train
+
+
+def device_peak(on_device, reset, peak_bytes):
+    """device_memory(begin): resets the device's peak at the start of a task, reports it at its end ({} off
+    the device)."""
+    def device_memory(begin):
+        if not on_device:
+            return {}
+        if begin:
+            reset()
+            return {}
+        return {"device_peak_mb": round(peak_bytes() / 2**20, 1)}
+    return device_memory
+
 
 def torch_tasks(spec):
     import torch
@@ -103,33 +140,11 @@ def torch_tasks(spec):
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = torch_ref.build_model(spec["encoder"]).to(device)
-
-    def forward(height, width):
-        image, _, focal = inputs(1, height, width)
-        x, f = torch.from_numpy(image).to(device), torch.from_numpy(focal).to(device)
-        model.eval()
-
-        def call():
-            with torch.no_grad():
-                model(x, f)
-        return call
-
-    def train(batch, height, width):
-        image, depth, focal = inputs(batch, height, width)
-        model.train()
-        optimizer = build_optimizer(model)
-        data = {"image": torch.from_numpy(image).to(device), "depth": torch.from_numpy(depth).to(device),
-                "focal": torch.from_numpy(focal).to(device)}
-        return lambda: train_step(model, optimizer, data)
-
-    def cuda_memory(begin):
-        if device.type != "cuda":
-            return {}
-        if begin:
-            torch.cuda.reset_peak_memory_stats(device)
-            return {}
-        return {"device_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
-    return forward, train, sync, cuda_memory
+    forward, train = eager_tasks(model, lambda array: torch.from_numpy(array).to(device), torch.no_grad,
+                                 build_optimizer, train_step)
+    memory = device_peak(device.type == "cuda", lambda: torch.cuda.reset_peak_memory_stats(device),
+                         lambda: torch.cuda.max_memory_allocated(device))
+    return forward, train, sync, memory
 
 
 def paddle_tasks(spec):
@@ -147,42 +162,24 @@ def paddle_tasks(spec):
     sync = paddle.device.synchronize if gpu else (lambda: None)
     paddle.seed(0)
     model = paddle_bts.build_model(spec["encoder"], torch_running_var=spec.get("torch_running_var", True))
+    trace = (lambda m: paddle.jit.to_static(m, full_graph=True)) if spec["mode"] == "to_static" else (lambda m: m)
+    eager_forward, train = eager_tasks(model, paddle.to_tensor, paddle.no_grad, build_optimizer, train_step, trace)
 
     def forward(height, width):
+        if spec["mode"] != "inference":
+            return eager_forward(height, width)
+        from conversion.export import export_inference
+        from paddle_bts.inference import InferenceModel
         image, _, focal = inputs(1, height, width)
-        if spec["mode"] == "inference":
-            from conversion.export import export_inference
-            from paddle_bts.inference import InferenceModel
-            folder = tempfile.mkdtemp(prefix="bts-bench-")
-            atexit.register(shutil.rmtree, folder, True)   # the exported program: ~190 MB for densenet161
-            export_inference(model, folder, height, width)
-            runner = InferenceModel(folder, device="gpu" if gpu else "cpu", onednn=True, threads=spec["threads"],
-                                    precision=spec.get("precision", "fp32"))
-            return lambda: runner(image, focal)
-        x, f = paddle.to_tensor(image), paddle.to_tensor(focal)
-        model.eval()
+        folder = tempfile.mkdtemp(prefix="bts-bench-")
+        atexit.register(shutil.rmtree, folder, True)   # the exported program: ~190 MB for densenet161
+        export_inference(model, folder, height, width)
+        runner = InferenceModel(folder, device="gpu" if gpu else "cpu", onednn=True, threads=spec["threads"],
+                                precision=spec.get("precision", "fp32"))
+        return lambda: runner(image, focal)
 
-        def call():
-            with paddle.no_grad():
-                model(x, f)
-        return call
-
-    def train(batch, height, width):
-        image, depth, focal = inputs(batch, height, width)
-        model.train()
-        optimizer = build_optimizer(model)
-        data = {"image": paddle.to_tensor(image), "depth": paddle.to_tensor(depth), "focal": paddle.to_tensor(focal)}
-        runnable = paddle.jit.to_static(model, full_graph=True) if spec["mode"] == "to_static" else model
-        return lambda: train_step(runnable, optimizer, data)
-
-    def gpu_memory(begin):
-        if not gpu:
-            return {}
-        if begin:
-            paddle.device.cuda.reset_max_memory_allocated()
-            return {}
-        return {"device_peak_mb": round(paddle.device.cuda.max_memory_allocated() / 2**20, 1)}
-    return forward, train, sync, gpu_memory, settings
+    memory = device_peak(gpu, paddle.device.cuda.reset_max_memory_allocated, paddle.device.cuda.max_memory_allocated)
+    return forward, train, sync, memory, settings
 
 
 def run(spec):
