@@ -96,8 +96,8 @@ def report(table, wall_ms, meta):
              f"- the logged call: {wall_ms:.1f} ms wall; in oneDNN primitives {total:.1f} ms "
              f"({total / wall_ms:.1%}); outside them (Paddle's native ops, its executor) {wall_ms - total:.1f} ms",
              f"- unlogged calls (median of {meta['timed']}): {meta['median_ms']:.1f} ms: the log's own cost is the "
-             f"difference", f"- convolutions (transposed ones included, pixel repeats not): {convs['GFLOP'].sum():.1f} GFLOP in {convs['ms'].sum():.1f} ms, "
-             f"{convs['GFLOP'].sum() / convs['ms'].sum() * 1e3:.1f} GFLOP/s", "",
+             f"difference", f"- convolutions (transposed ones included, pixel repeats not): {convs['GFLOP'].sum():.1f} "
+             f"GFLOP in {convs['ms'].sum():.1f} ms, {convs['GFLOP'].sum() / convs['ms'].sum() * 1e3:.1f} GFLOP/s", "",
              "## By primitive kind and implementation", "",
              by_kind.to_markdown(index=False, floatfmt=".2f"), "",
              "## The ten costliest primitives other than convolutions (the memory-bound rest)", "",
