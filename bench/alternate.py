@@ -10,15 +10,14 @@ median and minimum, AFTER's median over BEFORE's, and the largest difference bet
 Exit codes: 0 done, 2 bad arguments.
 """
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.cli import BenchError, parse_size
-from bench.worker import inputs
+from bench.cli import size_option
+from bench.worker import inputs, summary
 from bts_core.malloc import keep_freed_memory
 
 
@@ -35,11 +34,11 @@ def alternate(runners, image, focal, calls):
 
 
 def report(times, depths):
-    (before, t_before), (after, t_after) = times.items()
-    lines = [f"{name}: median {statistics.median(t):.4f} s, min {min(t):.4f} s over {len(t)} calls"
-             for name, t in times.items()]
-    ratio = statistics.median(t_after) / statistics.median(t_before)
-    lines.append(f"after / before (medians): {ratio:.3f}")
+    before, after = times
+    stats = {name: summary(t) for name, t in times.items()}
+    lines = [f"{name}: median {stat['median_s']:.4f} s, min {stat['min_s']:.4f} s over {stat['repeats']} calls"
+             for name, stat in stats.items()]
+    lines.append(f"after / before (medians): {stats[after]['median_s'] / stats[before]['median_s']:.3f}")
     lines.append(f"max |final_depth difference|: {np.abs(depths[after] - depths[before]).max():.3g}")
     return "\n".join(lines)
 
@@ -52,10 +51,7 @@ def parse_args(argv):
     parser.add_argument("--calls", type=int, default=20, help="timed calls of each (default 20)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    try:
-        args.size = parse_size(args.size)
-    except BenchError as error:
-        parser.error(f"--{error}")
+    args.size = size_option(parser, args.size)
     if args.calls < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--calls and --threads must be >= 1")
     if args.before.resolve() == args.after.resolve():

@@ -106,6 +106,14 @@ def parse_size(text):
     return h, w
 
 
+def size_option(parser, text):
+    """parse_size for a tool's --size option: a bad size is the parser's one-line error, exit 2."""
+    try:
+        return parse_size(text)
+    except BenchError as error:
+        parser.error(f"--{error}")      # "size 350x700: ..." names the flag
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="352x704,352x1216", help="forward sizes HxW, comma-separated "

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import REPO, BenchError, machine, parse_size
+from bench.cli import REPO, machine, size_option
 from bench.worker import inputs, measure
 from bts_core.malloc import keep_freed_memory
 from bts_core.spec import ENCODERS
 
 CONV_SHAPE = re.compile(r"mb(\d+)_ic(\d+)oc(\d+)_ih(\d+)oh(\d+)kh(\d+).*iw(\d+)ow(\d+)kw(\d+)")
-COLUMNS = ["kind", "implementation", "layouts", "shape", "ms", "GFLOP", "multiply_adds", "outputs"]
+COLUMNS = ["kind", "implementation", "layouts", "shape", "ms", "multiply_adds", "outputs"]
 
 
 def verbose_lines(call):
@@ -51,19 +51,19 @@ def verbose_lines(call):
 
 
 def conv_work(kind, shape):
-    """(GFLOP, multiply-adds, output values) of a (de)convolution from its verbose shape
+    """(multiply-adds, output values) of a (de)convolution from its verbose shape
     (g32mb1_ic128oc32_ih177oh352kh2...); zeros for other primitives."""
     if kind not in ("convolution", "deconvolution"):
-        return 0.0, 0, 0
+        return 0, 0
     groups = int(shape[1:shape.index("mb")]) if shape.startswith("g") else 1
     mb, ic, oc, ih, oh, kh, iw, ow, kw = map(int, CONV_SHAPE.search(shape).groups())
     pixels = oh * ow if kind == "convolution" else ih * iw   # a deconvolution's kernel visits its input
-    multiply_adds = mb * ic * (oc // groups) * kh * kw * pixels
-    return 2 * multiply_adds / 1e9, multiply_adds, mb * oc * oh * ow
+    return mb * ic * (oc // groups) * kh * kw * pixels, mb * oc * oh * ow
 
 
 def primitives(lines):
-    """One row per executed primitive: kind, implementation, layouts, shape, ms, and a (de)convolution's work."""
+    """One row per executed primitive: kind, implementation, layouts, shape, ms, and a (de)convolution's work
+    (multiply-adds, output values, GFLOP)."""
     rows = []
     for line in lines:
         fields = line.split(",")
@@ -71,7 +71,8 @@ def primitives(lines):
             continue
         kind, impl, layouts, shape, ms = fields[5], fields[6], fields[8], fields[-2], float(fields[-1])
         rows.append(dict(zip(COLUMNS, (kind, impl, layouts, shape, ms, *conv_work(kind, shape)))))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.assign(GFLOP=2 * table["multiply_adds"] / 1e9)
 
 
 def arithmetic(table):
@@ -138,10 +139,7 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, default=None,
                         help="report file (default reports/bench/onednn_profile_HxW.md)")
     args = parser.parse_args(argv)
-    try:
-        args.size = parse_size(args.size)
-    except BenchError as error:
-        parser.error(f"--{error}")      # "size 350x700: ..." names the flag
+    args.size = size_option(parser, args.size)
     if args.warmup < 1 or args.timed < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--warmup, --timed and --threads must be >= 1")
     args.out = args.out or REPO / "reports" / "bench" / f"onednn_profile_{args.size[0]}x{args.size[1]}.md"
