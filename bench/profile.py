@@ -6,11 +6,14 @@ Exports a seeded BTS for one size (conversion.export), runs it through paddle_bt
 with oneDNN and, after warm-up calls, logs one call with oneDNN's own timing of every primitive
 (paddle_bts.dnnl.set_verbose, on the libdnnl Paddle ships). The report: time by primitive kind and
 implementation, the convolutions' work and rate, the costliest other primitives with their shapes, and the
-time outside any primitive (Paddle's native ops, its executor). Logging costs time itself: read the shares
-here, and time with `python -m bench`. Exit codes: 0 done, 2 bad arguments.
+time outside any primitive, split by Paddle's own profiler (paddle.profiler, on the same call): its ops that
+oneDNN does not run, its work inside its oneDNN ops around the primitives, and the rest (the executor between
+ops, feeding and fetching). Logging costs time itself: read the shares here, and time with `python -m bench`.
+Exit codes: 0 done, 2 bad arguments.
 """
 import argparse
 import ctypes
+import json
 import os
 import re
 import statistics
@@ -50,6 +53,28 @@ def verbose_lines(call):
         return log.read().decode(errors="replace").splitlines()
 
 
+def operator_times(call):
+    """Runs call() under Paddle's profiler: (one row (op, ms) per operator its executor ran, in order; the call's
+    wall time in ms)."""
+    import paddle.profiler as profiler
+    recorder = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    recorder.start()
+    try:
+        start = time.perf_counter()
+        call()
+        wall_ms = (time.perf_counter() - start) * 1e3
+    finally:
+        recorder.stop()
+    with tempfile.TemporaryDirectory(prefix="bts-profile-trace-") as folder:
+        trace = Path(folder) / "trace.json"
+        recorder.export(str(trace), format="json")
+        events = json.loads(trace.read_text())["traceEvents"]
+    # names read "onednn_op.conv2d[29.687 ms]"; durations are in microseconds
+    ops = pd.DataFrame([(e["name"].split("[")[0], e["dur"] / 1e3) for e in events if e.get("cat") == "Operator"],
+                       columns=["op", "ms"])
+    return ops, wall_ms
+
+
 def conv_work(kind, shape):
     """(multiply-adds, output values) of a (de)convolution from its verbose shape
     (g32mb1_ic128oc32_ih177oh352kh2...); zeros for other primitives."""
@@ -82,27 +107,41 @@ def arithmetic(table):
     return table["multiply_adds"] > table["outputs"]
 
 
-def report(table, wall_ms, meta):
-    """The markdown report of one logged call."""
+def outside_primitives(ops, primitive_ms, wall_ms):
+    """The call's time outside oneDNN's primitives, split three ways (ms): Paddle's ops that oneDNN does not run
+    (pd_op.*, builtin.*), Paddle's work inside its oneDNN ops around the primitives (descriptors, primitive
+    lookup, layouts), and the rest (the executor between ops, feeding and fetching)."""
+    onednn = ops["op"].str.startswith("onednn_op.")
+    return {"native ops": ops.loc[~onednn, "ms"].sum(), "around the primitives": ops.loc[onednn, "ms"].sum() - primitive_ms,
+            "executor, feed and fetch": wall_ms - ops["ms"].sum()}
+
+
+def report(table, ops, wall_ms, meta):
+    """The markdown report of one logged call: oneDNN's primitives (table) and Paddle's operators (ops)."""
     total = table["ms"].sum()
     by_kind = (table.groupby(["kind", "implementation"], as_index=False)
                .agg(calls=("ms", "size"), ms=("ms", "sum"), GFLOP=("GFLOP", "sum"))
                .sort_values("ms", ascending=False))
     by_kind["share of call"] = (by_kind["ms"] / wall_ms).map("{:.1%}".format)
     by_kind["GFLOP/s"] = (by_kind["GFLOP"] / by_kind["ms"] * 1e3).where(by_kind["GFLOP"] > 0)
+    by_op = (ops.groupby("op", as_index=False).agg(calls=("ms", "size"), ms=("ms", "sum"))
+             .sort_values("ms", ascending=False))
     is_conv = arithmetic(table)
     others, convs = table[~is_conv].nlargest(10, "ms"), table[is_conv]
     lines = [f"# Paddle Inference, primitive by primitive: {meta['encoder']} {meta['size']}, {meta['threads']} "
              f"threads", "", f"- CPU: {meta['cpu']}; paddle {meta['paddle']}; {meta['malloc']}",
              f"- the logged call: {wall_ms:.1f} ms wall; in oneDNN primitives {total:.1f} ms "
-             f"({total / wall_ms:.1%}); outside them (Paddle's native ops, its executor) {wall_ms - total:.1f} ms",
+             f"({total / wall_ms:.1%}); outside them {wall_ms - total:.1f} ms: " + "; ".join(
+                 f"{part} {ms:.1f} ms" for part, ms in outside_primitives(ops, total, wall_ms).items()),
              f"- unlogged calls (median of {meta['timed']}): {meta['median_ms']:.1f} ms: the log's own cost is the "
              f"difference", f"- convolutions (transposed ones included, pixel repeats not): {convs['GFLOP'].sum():.1f} "
              f"GFLOP in {convs['ms'].sum():.1f} ms, {convs['GFLOP'].sum() / convs['ms'].sum() * 1e3:.1f} GFLOP/s", "",
              "## By primitive kind and implementation", "",
              by_kind.to_markdown(index=False, floatfmt=".2f"), "",
              "## The ten costliest primitives other than convolutions (the memory-bound rest)", "",
-             others[["ms", "kind", "implementation", "shape", "layouts"]].to_markdown(index=False, floatfmt=".2f"), ""]
+             others[["ms", "kind", "implementation", "shape", "layouts"]].to_markdown(index=False, floatfmt=".2f"), "",
+             "## Paddle's operators by type (its profiler; an op's time includes its primitives)", "",
+             by_op.head(15).to_markdown(index=False, floatfmt=".2f"), ""]
     return "\n".join(lines)
 
 
@@ -120,13 +159,13 @@ def profile(args):
         runner = InferenceModel(folder, threads=args.threads)
         image, _, focal = inputs(1, *args.size)
         times, _, _ = measure(lambda: runner(image, focal), args.warmup, args.timed, max_seconds=float("inf"))
-        start = time.perf_counter()
-        lines = verbose_lines(lambda: runner(image, focal))
-        wall_ms = (time.perf_counter() - start) * 1e3
+        logged = []
+        lines = verbose_lines(lambda: logged.append(operator_times(lambda: runner(image, focal))))
+        [(ops, wall_ms)] = logged
     meta = {"encoder": args.encoder, "size": "x".join(map(str, args.size)), "threads": runner.threads,
             "cpu": machine()["cpu"], "paddle": paddle.__version__, "timed": args.timed,
             "median_ms": statistics.median(times) * 1e3, "malloc": malloc}
-    return report(primitives(lines), wall_ms, meta)
+    return report(primitives(lines), ops, wall_ms, meta)
 
 
 def parse_args(argv):

@@ -1,4 +1,7 @@
 """bench.profile: oneDNN's per-primitive log of one Paddle Inference call, parsed and summed."""
+import re
+
+import pandas as pd
 import pytest
 
 from bench import profile
@@ -43,8 +46,15 @@ def test_the_report_splits_the_call_into_primitives_and_the_rest():
     table = profile.primitives([CONV, UPCONV, REPEAT])
     meta = {"encoder": "e", "size": "352x704", "threads": 2, "cpu": "c", "paddle": "p", "timed": 3, "median_ms": 60.0,
             "malloc": "m"}
-    text = profile.report(table, 60.0, meta)
-    assert "in oneDNN primitives 53.5 ms (89.2%); outside them (Paddle's native ops, its executor) 6.5 ms" in text
+    # Paddle's operators for the same call: the two convolutions' ops (54.0 ms around 53.5 ms of primitives) and
+    # two native ops (2.5 ms); the rest of the 60 ms wall (3.5 ms) is the executor's
+    ops = pd.DataFrame({"op": ["onednn_op.conv2d", "pd_op.divide", "onednn_op.conv2d_transpose", "pd_op.divide"],
+                        "ms": [31.0, 1.0, 23.0, 1.5]})
+    text = profile.report(table, ops, 60.0, meta)
+    assert ("in oneDNN primitives 53.5 ms (89.2%); outside them 6.5 ms: native ops 2.5 ms; around the primitives "
+            "0.5 ms; executor, feed and fetch 3.5 ms") in text
+    by_op = text.split("## Paddle's operators by type")[1]
+    assert re.search(r"onednn_op.conv2d\s+\|\s+1 \|\s+31.00", by_op) and re.search(r"pd_op.divide\s+\|\s+2 \|\s+2.50", by_op)
     arithmetic = table["GFLOP"][0] + table["GFLOP"][1]
     assert f"{arithmetic:.1f} GFLOP in 52.7 ms, {arithmetic / 52.7 * 1e3:.1f} GFLOP/s" in text
     others = text.split("## The ten costliest primitives other than convolutions")[1]
@@ -56,6 +66,11 @@ def test_a_real_call_is_logged_and_the_log_is_off_afterwards(tmp_path, capfd):
                          "--timed", "1", "--out", str(tmp_path / "p.md")]) == 0
     text = (tmp_path / "p.md").read_text()
     assert "| convolution " in text and "GFLOP/s" in text
+    # Paddle's profiler saw the same call: its three parts add up to the time outside the primitives
+    outside, *parts = map(float, re.search(r"outside them ([\d.]+) ms: native ops ([\d.-]+) ms; around the "
+                                           r"primitives ([\d.-]+) ms; executor, feed and fetch ([\d.-]+) ms", text).groups())
+    assert parts[0] > 0 and parts[2] > 0 and sum(parts) == pytest.approx(outside, abs=0.2)   # each rounded to 0.1
+    assert "onednn_op.conv2d" in text.split("## Paddle's operators by type")[1]
     assert "onednn_verbose" not in capfd.readouterr().out    # the log went to the report, not to the terminal
 
 
