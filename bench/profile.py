@@ -112,7 +112,8 @@ def outside_primitives(ops, primitive_ms, wall_ms):
     (pd_op.*, builtin.*), Paddle's work inside its oneDNN ops around the primitives (descriptors, primitive
     lookup, layouts), and the rest (the executor between ops, feeding and fetching)."""
     onednn = ops["op"].str.startswith("onednn_op.")
-    return {"native ops": ops.loc[~onednn, "ms"].sum(), "around the primitives": ops.loc[onednn, "ms"].sum() - primitive_ms,
+    return {"native ops": ops.loc[~onednn, "ms"].sum(),
+            "around the primitives": ops.loc[onednn, "ms"].sum() - primitive_ms,
             "executor, feed and fetch": wall_ms - ops["ms"].sum()}
 
 
