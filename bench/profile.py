@@ -34,7 +34,8 @@ COLUMNS = ["kind", "implementation", "layouts", "shape", "ms", "multiply_adds", 
 
 
 def verbose_lines(call):
-    """Runs call() with oneDNN's verbose log on; the log's lines (oneDNN writes them to file descriptor 1)."""
+    """Runs call() with oneDNN's verbose log on: (what call() returned, the log's lines; oneDNN writes them to
+    file descriptor 1)."""
     from paddle_bts import dnnl
     libc = ctypes.CDLL(None)
     sys.stdout.flush()
@@ -43,14 +44,14 @@ def verbose_lines(call):
         os.dup2(log.fileno(), 1)
         try:
             dnnl.set_verbose(1)
-            call()
+            value = call()
         finally:
             dnnl.set_verbose(0)
             libc.fflush(None)
             os.dup2(saved, 1)
             os.close(saved)
         log.seek(0)
-        return log.read().decode(errors="replace").splitlines()
+        return value, log.read().decode(errors="replace").splitlines()
 
 
 def operator_times(call):
@@ -160,9 +161,7 @@ def profile(args):
         runner = InferenceModel(folder, threads=args.threads)
         image, _, focal = inputs(1, *args.size)
         times, _, _ = measure(lambda: runner(image, focal), args.warmup, args.timed, max_seconds=float("inf"))
-        logged = []
-        lines = verbose_lines(lambda: logged.append(operator_times(lambda: runner(image, focal))))
-        [(ops, wall_ms)] = logged
+        (ops, wall_ms), lines = verbose_lines(lambda: operator_times(lambda: runner(image, focal)))
     meta = {"encoder": args.encoder, "size": "x".join(map(str, args.size)), "threads": runner.threads,
             "cpu": machine()["cpu"], "paddle": paddle.__version__, "timed": args.timed,
             "median_ms": statistics.median(times) * 1e3, "malloc": malloc}

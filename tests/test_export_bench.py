@@ -176,6 +176,11 @@ def run_predictor(folder, inputs, onednn):
     return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
 
 
+def official_upconv(x, weight):
+    """The official upconv without its ELU, written out: nearest x2 upsampling, then the 3 x 3 convolution."""
+    return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
+
+
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "native"])
 def test_upconv_static_form_is_the_upsampled_conv_within_its_rounding(tmp_path, onednn):
     """An export's upconv is one transposed convolution (stride 2) with the 3 x 3 kernel's taps folded to 4 x 4
@@ -189,8 +194,7 @@ def test_upconv_static_form_is_the_upsampled_conv_within_its_rounding(tmp_path, 
     with paddle.no_grad():
         eager = layer(paddle.to_tensor(x)).numpy()
         weight = layer.conv.weight.astype("float64")
-        exact = F.elu(F.conv2d(F.interpolate(paddle.to_tensor(x, dtype="float64"), scale_factor=2, mode="nearest"),
-                               weight, padding=1)).numpy()
+        exact = F.elu(official_upconv(paddle.to_tensor(x, dtype="float64"), weight)).numpy()
         folded = upsample2_conv3x3(paddle.to_tensor(x, dtype="float64"), upsample_kernel(weight))
     assert np.abs(F.elu(folded).numpy() - exact).max() <= 1e-12 * np.abs(exact).max()
     spec = [InputSpec([None, 8, 12, 20], "float32", "x")]
@@ -222,8 +226,8 @@ def test_upconv_fold_rounds_to_bf16_no_worse_than_the_official_form():
     x = paddle.to_tensor(np.random.default_rng(5).standard_normal((2, 64, 12, 20)), dtype="float64")
     weight = layer.conv.weight.astype("float64")
     with paddle.no_grad():
-        exact = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
-        official = F.conv2d(F.interpolate(bf16(x), scale_factor=2, mode="nearest"), bf16(weight), padding=1)
+        exact = official_upconv(x, weight)
+        official = official_upconv(bf16(x), bf16(weight))
         folded = upsample2_conv3x3(bf16(x), bf16(upsample_kernel(weight)))
     official_error = float((official - exact).abs().max())
     assert 0 < official_error and float((folded - exact).abs().max()) <= 2 * official_error
