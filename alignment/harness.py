@@ -74,18 +74,27 @@ class Tolerance:
     atol_of_max: bool = False
     noise_factor: float = 0.0
 
-    def effective_atol(self, ref):
-        return self.atol * finite_max_abs(ref) if self.atol_of_max else self.atol
+    def effective_atol(self, ref, ref_max_abs=None):
+        """`ref_max_abs`: finite_max_abs(ref) where the caller has it already."""
+        if not self.atol_of_max:
+            return self.atol
+        return self.atol * (finite_max_abs(ref) if ref_max_abs is None else ref_max_abs)
 
-    def bound(self, ref, scale=None, noise=0.0):
+    def bound(self, ref, scale=None, noise=0.0, ref_max_abs=None):
         relative = np.abs(ref) if scale is None else np.abs(np.asarray(scale, np.float64))
-        relative = np.where(np.isfinite(relative), relative, 0.0)   # an infinite scale allows nothing extra
-        return self.effective_atol(ref) + self.noise_factor * noise + self.rtol * relative
+        if not np.isfinite(relative).all():
+            relative = np.where(np.isfinite(relative), relative, 0.0)   # an infinite scale allows nothing extra
+        return self.effective_atol(ref, ref_max_abs) + self.noise_factor * noise + self.rtol * relative
+
+
+def _finite(array):
+    """The finite elements of `array`, flat (no copy of a contiguous array where all are finite)."""
+    finite = np.isfinite(array)
+    return array.ravel() if finite.all() else array[finite]
 
 
 def finite_max_abs(array):
-    array = np.asarray(array, np.float64)
-    return float(np.abs(array[np.isfinite(array)]).max(initial=0.0))
+    return float(np.abs(_finite(np.asarray(array, np.float64))).max(initial=0.0))
 
 
 def _noise(ref, other):
@@ -99,7 +108,8 @@ def _noise(ref, other):
     if other.shape != ref.shape:
         raise ValueError(f"noise reference of shape {other.shape} for a tensor of shape {ref.shape}")
     finite = np.isfinite(ref) & np.isfinite(other)
-    return float(np.abs(ref - other)[finite].max(initial=0.0))
+    gaps = np.abs(ref - other)
+    return float((gaps if finite.all() else gaps[finite]).max(initial=0.0))
 
 
 def _nonfinite_mismatch(ref, got):
@@ -116,7 +126,9 @@ def compare(ref, got, tol, scale=None, exact=None, perturbed=None):
     non-finite one fails. `exact`: the same tensor from torch in float64; `perturbed`: from torch in fp32
     under another summation order. Together they give torch's own noise floor (Tolerance.noise_factor)."""
     ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    row = {"shape": "x".join(map(str, ref64.shape)), "rtol": tol.rtol, "atol": tol.effective_atol(ref64)}
+    ref_max_abs = finite_max_abs(ref64)
+    row = {"shape": "x".join(map(str, ref64.shape)), "rtol": tol.rtol,
+           "atol": tol.effective_atol(ref64, ref_max_abs)}
     if ref64.shape != got64.shape:
         return {**row, "passed": False, "over_bound": float("inf"), "note": f"shape {ref64.shape} vs {got64.shape}"}
     noise_fp64, noise_order = _noise(ref64, exact), _noise(ref64, perturbed)
@@ -125,15 +137,18 @@ def compare(ref, got, tol, scale=None, exact=None, perturbed=None):
         row["torch_fp64_noise"] = noise_fp64
     if noise_order is not None:
         row["torch_order_noise"] = noise_order
-    mismatch = _nonfinite_mismatch(ref64, got64)
     both = np.isfinite(ref64) & np.isfinite(got64)
-    diff = np.abs(ref64[both] - got64[both])   # finite pairs only (inf - inf is no number)
-    rel = diff / np.maximum(np.abs(ref64[both]), np.finfo(np.float32).tiny)
-    full_bound = np.broadcast_to(tol.bound(ref64, scale, noise), ref64.shape)
+    all_finite = bool(both.all())
+    # finite pairs only (inf - inf is no number); flat views, not copies, in the usual all-finite case
+    select = (lambda array: array.ravel()) if all_finite else (lambda array: array[both])
+    mismatch = np.zeros(0, bool) if all_finite else _nonfinite_mismatch(ref64, got64)
+    a, b = select(ref64), select(got64)
+    diff = np.abs(a - b)
+    rel = diff / np.maximum(np.abs(a), np.finfo(np.float32).tiny)
+    full_bound = np.broadcast_to(tol.bound(ref64, scale, noise, ref_max_abs), ref64.shape)
     row["max_bound"] = float(full_bound.max(initial=0.0))   # reprod_log's one threshold for this tensor
-    bound = full_bound[both]
+    bound = select(full_bound)
     over = diff > bound
-    a, b = ref64[both].ravel(), got64[both].ravel()
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     with np.errstate(divide="ignore", invalid="ignore"):   # bound 0 (exact): any difference is inf x
         ratio = np.where(diff > 0, diff / bound, 0.0) if diff.size else np.zeros(1)
@@ -143,8 +158,9 @@ def compare(ref, got, tol, scale=None, exact=None, perturbed=None):
         "bound_at_worst": float(bound[worst]) if diff.size else 0.0,
         "max_abs": float(diff.max(initial=0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "max_rel": float(rel.max(initial=0)), "cosine": float(a @ b / denom) if denom else 1.0,
-        "ref_max_abs": finite_max_abs(ref64), "n_over": int(over.sum()), "n": int(ref64.size),
-        "worst_index": str(np.unravel_index(np.flatnonzero(both)[worst], ref64.shape)) if diff.size else "",
+        "ref_max_abs": ref_max_abs, "n_over": int(over.sum()), "n": int(ref64.size),
+        "worst_index": str(np.unravel_index(worst if all_finite else np.flatnonzero(both)[worst], ref64.shape))
+        if diff.size else "",
         "nonfinite_mismatch": int(mismatch.sum()),
     })
     if mismatch.any():

@@ -63,6 +63,24 @@ def test_several_reordered_references_give_the_largest_noise():
     assert row["passed"] and row["torch_order_noise"] == pytest.approx(2e-6)
 
 
+def test_all_finite_pairs_take_the_masked_paths_figures():
+    # compare() reads an all-finite pair through flat views; one agreeing NaN appended sends the same
+    # elements through the masked path, which must give the same figures
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    got = ref + rng.standard_normal(ref.shape).astype(np.float32) * 1e-4
+    exact = ref.astype(np.float64) + rng.standard_normal(ref.shape) * 1e-7
+    with_nan = lambda array: np.append(np.ravel(array), NAN)   # noqa: E731
+    for tol in (Tolerance(rtol=1e-5, atol=1e-5, noise_factor=2.0, why="test: mixed"), OF_MAX):
+        flat = compare(ref, got, tol, exact=exact)
+        masked = compare(with_nan(ref), with_nan(got), tol, exact=with_nan(exact))
+        for key in ("atol", "torch_fp64_noise", "over_bound", "bound_at_worst", "max_abs", "mean_abs", "max_rel",
+                    "cosine", "ref_max_abs", "n_over", "passed"):
+            assert flat[key] == masked[key], key
+        assert (flat["n"], masked["n"], masked["nonfinite_mismatch"]) == (105, 106, 0)
+        assert 0 < flat["over_bound"] < float("inf")
+
+
 def test_shape_mismatch_fails():
     assert not compare(np.zeros((2, 3)), np.zeros((3, 2)), ABS)["passed"]
 
