@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alignment.harness import REPORTS, clean_reports, disk_header, write_index, write_run_header
+from bts_core.malloc import keep_freed_memory
 from paddle_bts import onednn_conv
 
 
@@ -23,6 +24,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # Paddle's eager convolutions as train / evaluate / predict run them (tests/conftest.py does the same)
     onednn_conv.enable_from_environment()
+    keep_freed_memory()   # as the commands run (tests/conftest.py does the same)
     os.environ["BTS_TORCH_DEVICE"] = config.getoption("--torch-device")
     os.environ["BTS_PADDLE_DEVICE"] = config.getoption("--paddle-device")
     tf32 = config.getoption("--tf32")

@@ -1,6 +1,7 @@
 """Fixtures shared by several test files, and the suite's Paddle convolution kernel."""
 import pytest
 
+from bts_core.malloc import keep_freed_memory
 from paddle_bts import onednn_conv
 from torch_ref.stand_in import QUICK_EPOCHS, train_stand_in
 from torch_ref.threads import torch_threads
@@ -10,6 +11,8 @@ def pytest_configure(config):
     # Paddle's eager convolutions as train / evaluate / predict run them, through oneDNN, unless
     # BTS_PADDLE_CONV=paddle (alignment/conftest.py does the same, so any selection runs alike)
     onednn_conv.enable_from_environment()
+    # glibc malloc as the commands set it (bts_core.malloc): freed activations reused, not mapped afresh
+    keep_freed_memory()
 
 
 @pytest.fixture(scope="module")
