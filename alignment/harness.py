@@ -87,14 +87,14 @@ class Tolerance:
         return self.effective_atol(ref, ref_max_abs) + self.noise_factor * noise + self.rtol * relative
 
 
-def _finite(array):
-    """The finite elements of `array`, flat (no copy of a contiguous array where all are finite)."""
-    finite = np.isfinite(array)
-    return array.ravel() if finite.all() else array[finite]
+def _kept(array, keep):
+    """`array`'s elements where `keep`, flat: a view, not a copy, where `keep` is all True (the usual case)."""
+    return array.ravel() if keep.all() else array[keep]
 
 
 def finite_max_abs(array):
-    return float(np.abs(_finite(np.asarray(array, np.float64))).max(initial=0.0))
+    array = np.asarray(array, np.float64)
+    return float(np.abs(_kept(array, np.isfinite(array))).max(initial=0.0))
 
 
 def _noise(ref, other):
@@ -107,9 +107,7 @@ def _noise(ref, other):
     other = np.asarray(other, np.float64)
     if other.shape != ref.shape:
         raise ValueError(f"noise reference of shape {other.shape} for a tensor of shape {ref.shape}")
-    finite = np.isfinite(ref) & np.isfinite(other)
-    gaps = np.abs(ref - other)
-    return float((gaps if finite.all() else gaps[finite]).max(initial=0.0))
+    return float(np.abs(_kept(ref - other, np.isfinite(ref) & np.isfinite(other))).max(initial=0.0))
 
 
 def _nonfinite_mismatch(ref, got):
@@ -137,17 +135,15 @@ def compare(ref, got, tol, scale=None, exact=None, perturbed=None):
         row["torch_fp64_noise"] = noise_fp64
     if noise_order is not None:
         row["torch_order_noise"] = noise_order
-    both = np.isfinite(ref64) & np.isfinite(got64)
+    both = np.isfinite(ref64) & np.isfinite(got64)   # finite pairs only (inf - inf is no number)
     all_finite = bool(both.all())
-    # finite pairs only (inf - inf is no number); flat views, not copies, in the usual all-finite case
-    select = (lambda array: array.ravel()) if all_finite else (lambda array: array[both])
     mismatch = np.zeros(0, bool) if all_finite else _nonfinite_mismatch(ref64, got64)
-    a, b = select(ref64), select(got64)
+    a, b = _kept(ref64, both), _kept(got64, both)
     diff = np.abs(a - b)
     rel = diff / np.maximum(np.abs(a), np.finfo(np.float32).tiny)
     full_bound = np.broadcast_to(tol.bound(ref64, scale, noise, ref_max_abs), ref64.shape)
     row["max_bound"] = float(full_bound.max(initial=0.0))   # reprod_log's one threshold for this tensor
-    bound = select(full_bound)
+    bound = _kept(full_bound, both)
     over = diff > bound
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     with np.errstate(divide="ignore", invalid="ignore"):   # bound 0 (exact): any difference is inf x
